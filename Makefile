@@ -1,0 +1,51 @@
+# orderstream: the two commands are `make run` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+N ?= 5
+INTERVAL ?= 0.5
+
+.PHONY: setup stack-up stack-down stack-status stack-logs migrate migrate-down run test producer clean
+
+setup: $(STAMP)
+	@bash scripts/stack.sh fetch
+
+# Reinstall only when the package metadata changes.
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+stack-up:
+	bash scripts/stack.sh up
+
+stack-down:
+	bash scripts/stack.sh down
+
+stack-status:
+	bash scripts/stack.sh status
+
+stack-logs:
+	bash scripts/stack.sh logs
+
+migrate: setup
+	$(BIN)/faust -A orderstream migrate
+
+migrate-down: setup
+	$(BIN)/faust -A orderstream migrate --down
+
+# Stack up, schema migrated, worker running, demo orders published.
+run: setup stack-up migrate
+	bash scripts/run.sh
+
+producer: setup
+	$(BIN)/faust -A orderstream produce -n $(N) --interval $(INTERVAL)
+
+test: setup stack-up
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean: stack-down
+	rm -rf .stack $(VENV) orderstream-data

@@ -1,0 +1,190 @@
+"""The agents: consume orders, store them durably, then cache them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from faust.types import EventT, StreamT
+
+from .app import app, cache_warmup_topic, dead_letter_topic, orders_topic, settings
+from .models import InvalidOrder, Order, decode_order, encode_order
+from .repo import DatabaseUnavailable, OrderRejected
+from .tables import partition_of, recent_orders
+
+logger = logging.getLogger(__name__)
+
+RETRY_FIRST_DELAY = 0.1
+
+
+@dataclass(frozen=True, eq=False)
+class Accepted:
+    event: EventT
+    order: Order
+    key: bytes
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Rejected:
+    event: EventT
+    reason: str
+    error: str
+
+
+@dataclass
+class Sorted:
+    accepted: list[Accepted]
+    rejected: list[Rejected]
+    misplaced: list[Accepted]
+
+
+def sort_events(events: Iterable[EventT]) -> Sorted:
+    """Split a batch into orders to store, messages to dead-letter and orders on the wrong partition.
+
+    An order belongs on the partition its order_uid hashes to, because that partition's
+    owner holds its cache entry; an order that arrived elsewhere is forwarded there.
+    """
+    result = Sorted([], [], [])
+    for event in events:
+        try:
+            order = decode_order(event.value)
+        except InvalidOrder as exc:
+            result.rejected.append(Rejected(event, exc.reason, str(exc)))
+            continue
+        key = order.order_uid.encode()
+        accepted = Accepted(event, order, key, encode_order(order))
+        if event.message.partition == partition_of(key):
+            result.accepted.append(accepted)
+        else:
+            result.misplaced.append(accepted)
+    return result
+
+
+def source_headers(event: EventT) -> list[tuple[str, bytes]]:
+    message = event.message
+    return [
+        *(message.headers or []),
+        ("x-source-topic", message.topic.encode()),
+        ("x-source-partition", str(message.partition).encode()),
+        ("x-source-offset", str(message.offset).encode()),
+    ]
+
+
+async def dead_letter(rejected: Sequence[Rejected]) -> None:
+    """Publish bad messages, unchanged, with the reason in headers; wait until Kafka has them."""
+    sent = []
+    for item in rejected:
+        message = item.event.message
+        logger.warning("Dead-lettering message at %s[%d]@%d: %s",
+                       message.topic, message.partition, message.offset, item.error)
+        headers = [*source_headers(item.event),
+                   ("x-error-reason", item.reason.encode()),
+                   ("x-error", item.error.encode()[:4096])]
+        sent.append(await dead_letter_topic.send(
+            key=message.key, value=message.value, headers=headers))
+    await asyncio.gather(*sent)
+
+
+async def forward_to_owner(misplaced: Sequence[Accepted]) -> None:
+    """Re-publish orders to their order_uid's partition, keyed by order_uid."""
+    sent = []
+    for item in misplaced:
+        sent.append(await orders_topic.send(
+            key=item.key, value=item.event.message.value,
+            partition=partition_of(item.key), headers=source_headers(item.event)))
+    await asyncio.gather(*sent)
+
+
+async def store_until_durable(orders: Sequence[Order]) -> None:
+    """Upsert the batch, retrying with capped backoff while PostgreSQL is unavailable.
+
+    Never gives up: moving on would commit offsets of orders that are not stored.
+    """
+    delay = RETRY_FIRST_DELAY
+    outage_started: float | None = None
+    while True:
+        try:
+            await app.repo.upsert_many(orders)
+        except DatabaseUnavailable as exc:
+            if outage_started is None:
+                outage_started = time.monotonic()
+                logger.error("PostgreSQL unavailable, pausing consumption: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, settings.db_retry_max)
+            continue
+        if outage_started is not None:
+            logger.warning("PostgreSQL is back after %.1f s; consumption resumes",
+                           time.monotonic() - outage_started)
+        return
+
+
+async def store_isolating_rejects(batch: Sequence[Accepted]) -> list[Accepted]:
+    """Store a batch; when PostgreSQL refuses it, store order by order and return the refused."""
+    try:
+        await store_until_durable([item.order for item in batch])
+        return []
+    except OrderRejected:
+        if len(batch) == 1:
+            return list(batch)
+    refused = []
+    for item in batch:
+        try:
+            await store_until_durable([item.order])
+        except OrderRejected:
+            refused.append(item)
+    return refused
+
+
+@app.agent(orders_topic)
+async def store_orders(stream: StreamT[bytes]) -> None:
+    """Validate, persist and cache incoming orders, at least once."""
+    async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+        batch = sort_events(events)
+        await forward_to_owner(batch.misplaced)
+        refused = await store_isolating_rejects(batch.accepted)
+        await dead_letter([*batch.rejected, *(
+            Rejected(item.event, "db_rejected", f"PostgreSQL refused {item.order.order_uid}")
+            for item in refused)])
+        stored = [item for item in batch.accepted if item not in refused]
+        for item in stored:
+            # Table writes go to the changelog partition of the current event: make it
+            # this order's own event (batches mix partitions).
+            stream._set_current_event(item.event)
+            recent_orders.remember(item.event.message.partition, item.key, item.body)
+
+
+@app.agent(cache_warmup_topic)
+async def warm_cache(stream: StreamT[bytes]) -> None:
+    """Fill the cache from orders read back from PostgreSQL, keeping newer entries."""
+    async for event in stream.events():
+        key = event.key
+        if key is not None and recent_orders.lookup(key) is None:
+            recent_orders.remember(event.message.partition, key, event.value)
+
+
+@app.task
+async def warm_up_when_empty() -> None:
+    """The Go service's LoadRecent: an empty cache is filled with the newest stored orders."""
+    if not recent_orders.enabled or not recent_orders.is_empty():
+        return
+    try:
+        orders = await app.repo.load_recent(settings.cache_size)
+    except DatabaseUnavailable as exc:
+        logger.warning("Cache warm-up skipped, PostgreSQL unavailable: %s", exc)
+        return
+    owned = {tp.partition for tp in app.assignor.assigned_actives()
+             if tp.topic == cache_warmup_topic.get_topic_name()}
+    sent = []
+    for order in orders:
+        key = order.order_uid.encode()
+        if partition_of(key) not in owned:
+            continue  # the owner of that partition warms it
+        sent.append(await cache_warmup_topic.send(
+            key=key, value=encode_order(order), partition=partition_of(key)))
+    await asyncio.gather(*sent)
+    logger.info("Cache warm-up: %d of %d recent orders sent to this worker's partitions",
+                len(sent), len(orders))

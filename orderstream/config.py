@@ -1,0 +1,177 @@
+"""Settings read once from the environment; the only place that reads os.environ."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+
+from yarl import URL
+
+T = TypeVar("T")
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(ValueError):
+    """An environment variable has a value the service cannot use."""
+
+    def __init__(self, name: str, value: str, reason: str) -> None:
+        super().__init__(f"Config {name!r} has value {value!r}. {reason}")
+        self.name = name
+        self.value = value
+
+
+def parse_bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("Not a valid bool (use true/false, 1/0, yes/no, on/off).")
+
+
+def parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("Must be a positive integer.")
+    return value
+
+
+def parse_non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("Must be zero or a positive integer.")
+    return value
+
+
+def parse_positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("Must be a positive number.")
+    return value
+
+
+def parse_http_addr(raw: str) -> tuple[str, int]:
+    """Split Go-style ``host:port`` (``:8081`` means every interface)."""
+    host, sep, port_text = raw.rpartition(":")
+    if not sep:
+        raise ValueError("Expected host:port, for example :8081 or 127.0.0.1:8081.")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError("Port must be between 1 and 65535.")
+    return host.strip("[]") or "0.0.0.0", port
+
+
+def parse_brokers(raw: str) -> tuple[str, ...]:
+    brokers = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not brokers:
+        raise ValueError("Expected a comma-separated list of host:port.")
+    for broker in brokers:
+        parse_http_addr(broker)
+    return brokers
+
+
+def parse_pg_url(raw: str) -> str:
+    url = URL(raw)
+    if url.scheme not in ("postgres", "postgresql") or not url.host:
+        raise ValueError("Expected postgres://user:password@host:port/database.")
+    return raw
+
+
+def parse_store(raw: str) -> str:
+    if raw not in ("rocksdb://", "memory://"):
+        raise ValueError("Expected rocksdb:// or memory://.")
+    return raw
+
+
+def parse_topic(raw: str) -> str:
+    if not raw or len(raw) > 200 or not all(c.isalnum() or c in "._-" for c in raw):
+        raise ValueError("Expected a Kafka topic name: letters, digits, '.', '_', '-'.")
+    return raw
+
+
+def parse_log_level(raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("Expected debug, info, warning, error or critical.")
+    return level
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told, with the Go service's names and defaults."""
+
+    http_addr: tuple[str, int] = ("0.0.0.0", 8081)
+    pg_url: str = "postgres://postgres:postgres@127.0.0.1:5432/orders?sslmode=disable"
+    kafka_brokers: tuple[str, ...] = ("127.0.0.1:9092",)
+    kafka_topic: str = "orders"
+    kafka_group_id: str = "order-svc"
+    kafka_partitions: int = 8
+    dlq_topic: str = ""  # empty: "<kafka_topic>.dlq"
+    cache_enabled: bool = True
+    cache_store: str = "rocksdb://"
+    cache_size: int = 100_000
+    data_dir: Path = Path("orderstream-data")
+    batch_size: int = 500
+    batch_wait: float = 0.2
+    pg_pool_size: int = 4
+    db_retry_max: float = 5.0
+    log_level: str = "INFO"
+    web_dir: Path = Path(__file__).resolve().parent.parent / "web"
+    sql_dir: Path = Path(__file__).resolve().parent.parent / "sql"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.kafka_topic}.dlq"
+
+    @property
+    def kafka_url(self) -> str:
+        return ";".join(f"kafka://{broker}" for broker in self.kafka_brokers)
+
+    @property
+    def pg_url_redacted(self) -> str:
+        url = URL(self.pg_url)
+        return str(url.with_password("***")) if url.password else self.pg_url
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read every setting from ``env``; an invalid value raises ConfigError naming it."""
+        env = os.environ if env is None else env
+        values = {}
+        for field in fields(cls):
+            name = field.name.upper()
+            raw = env.get(name)
+            if raw is None or raw == "":
+                continue
+            parser = PARSERS[field.name]
+            try:
+                values[field.name] = parser(raw)
+            except ValueError as exc:
+                reason = str(exc) if isinstance(exc, ValueError) and str(exc)[:1].isupper() else f"Not valid: {exc}."
+                raise ConfigError(name, raw, reason) from exc
+        return cls(**values)
+
+
+PARSERS: dict[str, Callable[[str], object]] = {
+    "http_addr": parse_http_addr,
+    "pg_url": parse_pg_url,
+    "kafka_brokers": parse_brokers,
+    "kafka_topic": parse_topic,
+    "kafka_group_id": parse_topic,
+    "kafka_partitions": parse_positive_int,
+    "dlq_topic": parse_topic,
+    "cache_enabled": parse_bool,
+    "cache_store": parse_store,
+    "cache_size": parse_positive_int,
+    "data_dir": Path,
+    "batch_size": parse_positive_int,
+    "batch_wait": parse_positive_float,
+    "pg_pool_size": parse_positive_int,
+    "db_retry_max": parse_positive_float,
+    "log_level": parse_log_level,
+    "web_dir": Path,
+    "sql_dir": Path,
+}

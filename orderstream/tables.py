@@ -1,0 +1,104 @@
+"""The recent-order cache: a Faust Table of serialised orders, bounded per partition."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from datetime import datetime
+from typing import Iterable, Optional
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+
+from .app import app, settings
+
+logger = logging.getLogger(__name__)
+
+# Keys are the order_uid's UTF-8 bytes and values the order's JSON body, both "raw":
+# the producer, the changelog and the router then hash the same bytes to the same partition,
+# and a cache hit is served without serialising anything.
+order_cache = app.Table(
+    "order-cache",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.kafka_partitions,
+    help="Recent orders by order_uid, as their JSON body.",
+)
+
+
+def partition_of(key: bytes, partitions: int = settings.kafka_partitions) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives this key."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def created_at(body: bytes) -> datetime:
+    return datetime.fromisoformat(orjson.loads(body)["date_created"])
+
+
+class RecentOrders:
+    """Bounds the cache: each partition keeps its newest ``capacity`` orders.
+
+    The bound is per partition (CACHE_SIZE / partitions) because each partition has one
+    owner that can evict from it. The eviction order is kept in memory and rebuilt from
+    the table (by date_created) after every rebalance.
+    """
+
+    def __init__(self, table: faust.Table, *, size: int, partitions: int, enabled: bool) -> None:
+        self.table = table
+        self.enabled = enabled
+        self.partitions = partitions
+        self.capacity = max(1, size // partitions)
+        self._order: dict[int, OrderedDict[bytes, None]] = {}
+
+    def forget_order(self) -> None:
+        """Drop the eviction order; it is rebuilt from the table on next use."""
+        self._order.clear()
+
+    def lookup(self, key: bytes) -> Optional[bytes]:
+        return self.table.get(key) if self.enabled else None
+
+    def is_empty(self) -> bool:
+        return next(iter(self.table.keys()), None) is None
+
+    def remember(self, partition: int, key: bytes, body: bytes) -> None:
+        """Store one order; call inside stream iteration of an event of ``partition``."""
+        if not self.enabled:
+            return
+        order = self._order_of(partition)
+        self.table[key] = body
+        order[key] = None
+        order.move_to_end(key)
+        while len(order) > self.capacity:
+            oldest, _ = order.popitem(last=False)
+            del self.table[oldest]
+
+    def _order_of(self, partition: int) -> OrderedDict[bytes, None]:
+        if partition not in self._order:
+            self._rebuild(self.table.items())
+        return self._order[partition]
+
+    def _rebuild(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        by_partition: dict[int, list[tuple[datetime, bytes]]] = {
+            partition: [] for partition in range(self.partitions)}
+        for key, body in items:
+            by_partition[partition_of(key, self.partitions)].append((created_at(body), key))
+        self._order = {
+            partition: OrderedDict((key, None) for _, key in sorted(entries))
+            for partition, entries in by_partition.items()
+        }
+        logger.info("Cache eviction order rebuilt: %d orders in %d partitions",
+                    sum(map(len, self._order.values())), len(self._order))
+
+
+recent_orders = RecentOrders(
+    order_cache,
+    size=settings.cache_size,
+    partitions=settings.kafka_partitions,
+    enabled=settings.cache_enabled,
+)
+
+
+@app.on_partitions_revoked.connect
+async def _forget_eviction_order(app: faust.App, revoked: set, **kwargs: object) -> None:
+    recent_orders.forget_order()

@@ -1,0 +1,107 @@
+"""HTTP handlers on Faust's web server: order lookup and the static page."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Optional
+
+import aiohttp
+import orjson
+from aiohttp import web as aioweb
+from faust.web import Request, Response, View
+from yarl import URL
+
+from .app import app, settings
+from .models import ORDER_UID_MAX_LENGTH, encode_order, is_valid_order_uid
+from .repo import DatabaseUnavailable
+from .tables import order_cache, recent_orders
+
+logger = logging.getLogger(__name__)
+
+# Set on a lookup forwarded to the key's owner, so the owner never forwards it again.
+FORWARDED_HEADER = "X-Orderstream-Forwarded"
+# What a routed lookup keeps from the owner's answer.
+PASSED_HEADERS = ("X-Source", "X-Duration-ms", "X-Served-By")
+FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+
+
+def error_body(message: str, **details: str) -> bytes:
+    return orjson.dumps({"error": message, **details})
+
+
+def owner_of(key: bytes) -> Optional[URL]:
+    """The web address of the worker whose partition holds ``key``, if the assignment is known."""
+    try:
+        return app.router.key_store(order_cache.name, key)
+    except KeyError:
+        return None
+
+
+def is_self(url: URL) -> bool:
+    own = app.conf.canonical_url
+    return (url.host, url.port) == (own.host, own.port)
+
+
+async def ask_owner(owner: URL, request: Request) -> Optional[aioweb.Response]:
+    """Forward the lookup to the owner and keep its headers; None when it cannot answer."""
+    target = request.url.with_scheme(owner.scheme).with_host(owner.host).with_port(owner.port)
+    try:
+        async with app.http_client.get(
+            target, headers={FORWARDED_HEADER: "1"}, timeout=FORWARD_TIMEOUT
+        ) as reply:
+            body = await reply.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning("Lookup forward to %s failed, reading PostgreSQL: %r", owner, exc)
+        return None
+    if reply.status >= 500:
+        return None
+    headers = {name: reply.headers[name] for name in PASSED_HEADERS if name in reply.headers}
+    return aioweb.Response(body=body, status=reply.status,
+                           content_type="application/json", headers=headers)
+
+
+@app.page("/order/{order_uid}")
+async def get_order(web: View, request: Request, order_uid: str) -> Response:
+    """Return one order, from the cache when it has it, else from PostgreSQL."""
+    started = time.perf_counter()
+
+    def answer(body: bytes, status: int, source: Optional[str] = None) -> Response:
+        headers = {"X-Duration-ms": f"{(time.perf_counter() - started) * 1000:.3f}",
+                   "X-Served-By": str(app.conf.canonical_url)}
+        if source:
+            headers["X-Source"] = source
+        return web.bytes(body, content_type="application/json", status=status, headers=headers)
+
+    if not is_valid_order_uid(order_uid):
+        return answer(error_body(
+            f"invalid order_uid: use 1 to {ORDER_UID_MAX_LENGTH} letters, digits, '-' or '_'",
+            order_uid=order_uid[:100]), 400)
+    use_cache = recent_orders.enabled and request.query.get("nocache") not in ("1", "true")
+    if use_cache:
+        key = order_uid.encode()
+        owner = owner_of(key)
+        if owner is not None and not is_self(owner) and FORWARDED_HEADER not in request.headers:
+            routed = await ask_owner(owner, request)
+            if routed is not None:
+                return routed
+        else:
+            body = recent_orders.lookup(key)
+            if body is not None:
+                return answer(body, 200, "cache")
+    try:
+        order = await app.repo.get(order_uid)
+    except DatabaseUnavailable as exc:
+        return answer(error_body("database unavailable", detail=str(exc)), 503, "db")
+    if order is None:
+        return answer(error_body("order not found", order_uid=order_uid), 404, "db")
+    return answer(encode_order(order), 200, "db")
+
+
+@app.page("/")
+async def index(web: View, request: Request) -> aioweb.FileResponse:
+    """The order lookup page."""
+    return aioweb.FileResponse(settings.web_dir / "index.html")
+
+
+app.web.add_static("/static/", settings.web_dir)

@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# Docker-free local stack for orderstream: Kafka (single KRaft node, jars from
+# Maven Central) and PostgreSQL (Debian packages, our own cluster).
+#
+# Usage: scripts/stack.sh up|down|status|fetch|logs
+# Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (9092),
+#        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432)
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCRIPTS=$REPO_ROOT/scripts
+STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO_ROOT/.stack}")
+KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+PG_PORT=${PG_PORT:-5432}
+
+KAFKA_DIR=$STACK_DIR/kafka
+KAFKA_LIBS=$KAFKA_DIR/libs
+KAFKA_DATA=$KAFKA_DIR/data
+KAFKA_PROPS=$KAFKA_DIR/server.properties
+KAFKA_LOG=$KAFKA_DIR/kafka.log
+KAFKA_PID_FILE=$KAFKA_DIR/kafka.pid
+LOG4J_CONF=$SCRIPTS/kafka/log4j2.yaml
+POM=$SCRIPTS/kafka/pom.xml
+
+# $PG_LOCATION_FILE holds the cluster home: $STACK_DIR/pg, or a /var/tmp fallback
+# when the postgres user cannot reach $STACK_DIR. The home holds data/, socket/, postgres.log.
+PG_LOCATION_FILE=$STACK_DIR/pg/location
+PG_URL="postgres://postgres:postgres@127.0.0.1:$PG_PORT/orders?sslmode=disable"
+DEADLINE_SECONDS=60
+
+say() { echo "[stack] $*"; }
+die() { echo "[stack] ERROR: $*" >&2; exit 1; }
+elapsed() { awk -v s="$1" -v e="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", e - s }'; }
+need_root() { [[ $EUID -eq 0 ]] || die "must run as root (installs packages, runs postgres via runuser)"; }
+
+# --- packages ---------------------------------------------------------------
+APT_UPDATED=
+apt_install() {
+  [[ -n $APT_UPDATED ]] || { say "apt-get update"; apt-get update -qq; APT_UPDATED=1; }
+  say "apt-get install $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+need_cmd() { command -v "$1" >/dev/null || apt_install "$2"; }
+
+# Prints the newest /usr/lib/postgresql/<ver>/bin (empty if PostgreSQL is not installed).
+pg_find_bin() {
+  local initdb
+  initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n1 || true)
+  [[ -z $initdb ]] || dirname "$initdb"
+}
+
+pg_install() {
+  [[ -z $(pg_find_bin) ]] || return 0
+  # Stop Debian from creating (and starting) its own "main" cluster on 5432.
+  apt_install postgresql-common
+  sed -ri 's/^#?\s*create_main_cluster\s*=.*/create_main_cluster = false/' \
+    /etc/postgresql-common/createcluster.conf
+  apt_install postgresql
+}
+
+# --- processes and ports ----------------------------------------------------
+pid_alive() { [[ -n ${1:-} ]] && kill -0 "$1" 2>/dev/null; }
+
+# "java (pid 123)" for whatever listens on TCP port $1, empty if nothing does.
+port_owner() {
+  local line
+  line=$(ss -ltnpH "sport = :$1" | head -n1)
+  [[ -n $line ]] || return 0
+  if [[ $line =~ users:\(\(\"([^\"]+)\",pid=([0-9]+) ]]; then
+    echo "${BASH_REMATCH[1]} (pid ${BASH_REMATCH[2]})"
+  else
+    echo "an unknown process"
+  fi
+}
+
+require_free_port() { # port, env var name, what
+  local owner
+  owner=$(port_owner "$1")
+  [[ -z $owner ]] || die "port $1 is already in use by $owner, so $3 cannot start; stop it or set $2"
+}
+
+# Runs "$@" every 0.5s until it succeeds; fails after DEADLINE_SECONDS.
+retry_until_deadline() {
+  local deadline=$((SECONDS + DEADLINE_SECONDS))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+show_log_tail() { echo "----- last 40 lines of $1 -----" >&2; tail -n 40 "$1" >&2 || true; }
+
+# --- kafka ------------------------------------------------------------------
+# Recorded PID, only if that process is alive and really is our broker
+# (guards against a stale pid file pointing at a reused PID after a reboot).
+kafka_pid() {
+  local pid
+  pid=$(cat "$KAFKA_PID_FILE" 2>/dev/null) || return 0
+  pid_alive "$pid" && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "kafka.Kafka $KAFKA_PROPS" && echo "$pid"
+  return 0
+}
+
+kafka_answers() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null &&
+    python3 "$SCRIPTS/kafka_ping.py" "127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1
+}
+
+kafka_fetch() {
+  need_cmd java openjdk-17-jre-headless
+  need_cmd mvn maven
+  # The marker stores the pom checksum, so editing the pom triggers a re-fetch.
+  local want
+  want=$(sha256sum "$POM" | cut -d' ' -f1)
+  if [[ $(cat "$KAFKA_LIBS/.fetched" 2>/dev/null) == "$want" ]]; then
+    say "kafka jars already present in $KAFKA_LIBS"
+    return
+  fi
+  local start=$EPOCHREALTIME
+  say "fetching kafka jars from Maven Central..."
+  rm -rf "$KAFKA_LIBS"
+  mvn -B -q -f "$POM" dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS" \
+    -DincludeScope=runtime >"$KAFKA_DIR/fetch.log" 2>&1 ||
+    { show_log_tail "$KAFKA_DIR/fetch.log"; die "could not fetch kafka jars (is Maven Central reachable?)"; }
+  echo "$want" >"$KAFKA_LIBS/.fetched"
+  say "kafka jars fetched in $(elapsed "$start")"
+}
+
+kafka_configure() {
+  mkdir -p "$KAFKA_DATA"
+  sed -e "s|\${KAFKA_PORT}|$KAFKA_PORT|g" \
+    -e "s|\${KAFKA_CONTROLLER_PORT}|$KAFKA_CONTROLLER_PORT|g" \
+    -e "s|\${KAFKA_DATA_DIR}|$KAFKA_DATA|g" \
+    "$SCRIPTS/kafka/server.properties.template" >"$KAFKA_PROPS"
+  [[ -f $KAFKA_DATA/meta.properties ]] && return
+  say "formatting kafka storage (first run)"
+  local cluster_id
+  cluster_id=$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid)
+  java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$LOG4J_CONF" kafka.tools.StorageTool \
+    format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 ||
+    { show_log_tail "$KAFKA_LOG"; die "kafka storage format failed"; }
+}
+
+kafka_wait_ready() { # pid
+  local deadline=$((SECONDS + DEADLINE_SECONDS))
+  until kafka_answers; do
+    if ! pid_alive "$1"; then show_log_tail "$KAFKA_LOG"; die "kafka exited during startup"; fi
+    if ((SECONDS >= deadline)); then
+      show_log_tail "$KAFKA_LOG"
+      die "kafka did not answer on 127.0.0.1:$KAFKA_PORT within ${DEADLINE_SECONDS}s (pid $1 still running)"
+    fi
+    sleep 0.5
+  done
+}
+
+kafka_up() {
+  local pid start=$EPOCHREALTIME
+  pid=$(kafka_pid)
+  if [[ -n $pid ]]; then
+    kafka_wait_ready "$pid" # normally instant; covers a broker that is still starting
+    say "kafka already running (pid $pid)"
+    return
+  fi
+  require_free_port "$KAFKA_PORT" KAFKA_PORT kafka
+  require_free_port "$KAFKA_CONTROLLER_PORT" KAFKA_CONTROLLER_PORT "the kafka controller"
+  kafka_fetch
+  kafka_configure
+  start=$EPOCHREALTIME
+  # setsid: own session, so the broker survives this shell and its terminal.
+  # A non-interactive shell's background job is no group leader, so setsid
+  # execs java directly and $! is the broker's PID.
+  setsid java -Xms256m -Xmx768m -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$LOG4J_CONF" \
+    kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_LOG" 2>&1 &
+  pid=$!
+  echo "$pid" >"$KAFKA_PID_FILE"
+  kafka_wait_ready "$pid"
+  say "kafka ready in $(elapsed "$start") (pid $pid)"
+}
+
+kafka_down() {
+  local pid
+  pid=$(kafka_pid)
+  if [[ -z $pid ]]; then say "kafka not running"; rm -f "$KAFKA_PID_FILE"; return; fi
+  say "stopping kafka (pid $pid)"
+  kill -TERM "$pid"
+  local deadline=$((SECONDS + 30))
+  while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+  if pid_alive "$pid"; then say "kafka did not stop within 30s, sending SIGKILL"; kill -KILL "$pid"; fi
+  rm -f "$KAFKA_PID_FILE"
+}
+
+# --- postgresql -------------------------------------------------------------
+# initdb/pg_ctl refuse to run as root; cd / because our cwd may be unreadable for postgres.
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
+pg_home() { cat "$PG_LOCATION_FILE" 2>/dev/null || true; }
+pg_running() { [[ -n $PG_BIN && -n $1 ]] && as_postgres "$PG_BIN/pg_ctl" -D "$1/data" status >/dev/null 2>&1; }
+pg_pid() { head -n1 "$1/data/postmaster.pid" 2>/dev/null || true; }
+psql_q() { "$PG_BIN/psql" "postgresql://postgres:postgres@127.0.0.1:$PG_PORT/$1?connect_timeout=3" -qtAc "$2"; }
+pg_answers() { psql_q orders 'select 1' >/dev/null 2>&1; }
+
+# Picks (once) where the cluster lives and records it in $PG_LOCATION_FILE.
+pg_choose_home() {
+  [[ -z $(pg_home) ]] || return 0
+  local home=$STACK_DIR/pg
+  mkdir -p "$home"
+  # `test -x` as postgres fails if any parent directory is not traversable.
+  if ! runuser -u postgres -- test -x "$home"; then
+    home=/var/tmp/orderstream-pg-$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-10)
+    say "postgres user cannot reach $STACK_DIR; using $home for the cluster"
+    mkdir -p "$home"
+  fi
+  chown postgres:postgres "$home"
+  chmod 700 "$home"
+  echo "$home" >"$PG_LOCATION_FILE"
+}
+
+pg_init() { # home
+  local home=$1 locale=C
+  as_postgres mkdir -p "$home/socket"
+  [[ -f $home/data/PG_VERSION ]] && return
+  locale -a | grep -qix 'c.utf-\?8' && locale=C.UTF-8
+  say "initializing postgres cluster in $home/data (locale $locale)"
+  printf 'postgres\n' >"$home/pwfile"
+  chown postgres "$home/pwfile"
+  chmod 600 "$home/pwfile"
+  as_postgres "$PG_BIN/initdb" -D "$home/data" -U postgres --auth-local=trust \
+    --auth-host=scram-sha-256 --pwfile="$home/pwfile" -E UTF8 --locale="$locale" >"$home/initdb.log" 2>&1 ||
+    { show_log_tail "$home/initdb.log"; die "initdb failed"; }
+  rm -f "$home/pwfile"
+  echo "include 'stack.conf'" >>"$home/data/postgresql.conf"
+}
+
+pg_up() {
+  pg_install
+  PG_BIN=$(pg_find_bin)
+  pg_choose_home
+  local home start pid
+  home=$(pg_home)
+  if pg_running "$home"; then
+    pid=$(pg_pid "$home")
+    pg_answers || die "postgres (pid $pid) runs but does not answer on 127.0.0.1:$PG_PORT; see $home/postgres.log"
+    say "postgres already running (pid $pid)"
+    return
+  fi
+  require_free_port "$PG_PORT" PG_PORT postgres
+  pg_init "$home"
+  # Rewritten on every start so PG_PORT changes take effect.
+  cat >"$home/data/stack.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$home/socket'
+max_connections = 200
+shared_buffers = 256MB
+fsync = on
+EOF
+  chown postgres:postgres "$home/data/stack.conf"
+  start=$EPOCHREALTIME
+  as_postgres "$PG_BIN/pg_ctl" -D "$home/data" -l "$home/postgres.log" -w -t "$DEADLINE_SECONDS" start >/dev/null ||
+    { show_log_tail "$home/postgres.log"; die "postgres failed to start"; }
+  retry_until_deadline psql_q postgres 'select 1' ||
+    { show_log_tail "$home/postgres.log"; die "postgres does not accept connections on 127.0.0.1:$PG_PORT"; }
+  if [[ -z $(psql_q postgres "select 1 from pg_database where datname = 'orders'") ]]; then
+    say "creating database orders"
+    psql_q postgres 'create database orders'
+  fi
+  retry_until_deadline pg_answers || { show_log_tail "$home/postgres.log"; die "database orders does not answer"; }
+  say "postgres ready in $(elapsed "$start") (pid $(pg_pid "$home"))"
+}
+
+pg_down() {
+  PG_BIN=$(pg_find_bin)
+  local home
+  home=$(pg_home)
+  if ! pg_running "$home"; then say "postgres not running"; return; fi
+  say "stopping postgres (pid $(pg_pid "$home"))"
+  as_postgres "$PG_BIN/pg_ctl" -D "$home/data" -m fast -w stop >/dev/null
+}
+
+# --- commands -----------------------------------------------------------------
+cmd_up() {
+  need_root
+  need_cmd ss iproute2
+  need_cmd python3 python3
+  mkdir -p "$KAFKA_DIR" "$STACK_DIR/pg"
+  pg_up
+  kafka_up
+  echo "KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT"
+  echo "PG_URL=$PG_URL"
+}
+
+cmd_down() { need_root; kafka_down; pg_down; }
+
+cmd_status() {
+  need_root
+  PG_BIN=$(pg_find_bin)
+  local ok=0 pid home
+  pid=$(kafka_pid)
+  if [[ -n $pid ]] && kafka_answers; then
+    echo "kafka     running  pid $pid  127.0.0.1:$KAFKA_PORT"
+  elif [[ -n $pid ]]; then
+    echo "kafka     starting pid $pid  127.0.0.1:$KAFKA_PORT (not answering yet)"; ok=1
+  else
+    echo "kafka     stopped"; ok=1
+  fi
+  home=$(pg_home)
+  if pg_running "$home" && pg_answers; then
+    echo "postgres  running  pid $(pg_pid "$home")  127.0.0.1:$PG_PORT  ($home)"
+  elif pg_running "$home"; then
+    echo "postgres  running  pid $(pg_pid "$home")  but not answering on 127.0.0.1:$PG_PORT"; ok=1
+  else
+    echo "postgres  stopped"; ok=1
+  fi
+  return $ok
+}
+
+cmd_logs() {
+  local home logs=()
+  home=$(pg_home)
+  [[ -f $KAFKA_LOG ]] && logs+=("$KAFKA_LOG")
+  [[ -n $home && -f $home/postgres.log ]] && logs+=("$home/postgres.log")
+  ((${#logs[@]})) || die "no logs yet under $STACK_DIR (run: $0 up)"
+  tail -n 40 -F "${logs[@]}"
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  fetch) mkdir -p "$KAFKA_DIR" && kafka_fetch ;;
+  logs) cmd_logs ;;
+  *) echo "usage: $0 up|down|status|fetch|logs" >&2; exit 2 ;;
+esac

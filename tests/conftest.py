@@ -1,0 +1,150 @@
+"""Shared fixtures for the test suite."""
+
+import asyncio
+import copy
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+from uuid import uuid4
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from yarl import URL
+
+from orderstream.config import Settings
+from orderstream.migrations import migrate_database
+from orderstream.repo import OrderRepository
+
+_SHARED_MODEL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "model.json"
+_LOCAL_MODEL = Path(__file__).resolve().parent / "fixtures" / "model.json"  # a copy, for lone checkouts
+_PATH_PART = re.compile(r"[^.\[\]]+")
+
+
+@pytest.fixture(scope="session")
+def model_json() -> bytes:
+    """The canonical order, byte for byte as shared/fixtures/model.json has it."""
+    return (_SHARED_MODEL if _SHARED_MODEL.is_file() else _LOCAL_MODEL).read_bytes()
+
+
+def _locate(data: Any, path: str) -> tuple[Any, Any]:
+    """Return (container, key) for a path as errors spell it, e.g. ``items[0].price``."""
+    *parents, last = (int(part) if part.isdigit() else part for part in _PATH_PART.findall(path))
+    for part in parents:
+        data = data[part]
+    return data, last
+
+
+@pytest.fixture
+def order_dict(model_json: bytes) -> Callable[..., dict[str, Any]]:
+    """Factory: a fresh model.json dict with values set (``{"items[0].sale": 101}``) or dropped."""
+    model = orjson.loads(model_json)
+
+    def build(overrides: Mapping[str, Any] | None = None, *, drop: Iterable[str] = ()) -> dict[str, Any]:
+        data: dict[str, Any] = copy.deepcopy(model)
+        for path, value in (overrides or {}).items():
+            container, key = _locate(data, path)
+            container[key] = value
+        for path in drop:
+            container, key = _locate(data, path)
+            del container[key]
+        return data
+
+    return build
+
+
+# --- real services ----------------------------------------------------------------------
+# The local stack (`make stack-up`) listens where Settings' defaults point; PG_URL and
+# KAFKA_BROKERS in the environment point the tests elsewhere. A service that does not
+# answer fails the tests that need it, loudly.
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+async def pg_server(settings: Settings) -> str:
+    """The PostgreSQL server's URL, after proving it answers."""
+    try:
+        conn = await asyncpg.connect(settings.pg_url, timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(f"PostgreSQL does not answer at {settings.pg_url_redacted}: {exc!r}. "
+                    "Start it with `make stack-up`.", pytrace=False)
+    await conn.close()
+    return settings.pg_url
+
+
+@pytest.fixture(scope="session")
+async def database_url(pg_server: str) -> Any:
+    """A fresh database for this test session, migrated with the production sql/ files."""
+    name = f"orderstream_test_{uuid4().hex[:12]}"
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        url = str(URL(pg_server).with_path(f"/{name}"))
+        await asyncio.to_thread(migrate_database, url, SQL_DIR)
+        yield url
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def truncate_orders(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("TRUNCATE orders CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def clean_database(database_url: str) -> str:
+    """The session database with no orders in it."""
+    await truncate_orders(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def repo(clean_database: str) -> Any:
+    """A connected repository on an empty database."""
+    repository = OrderRepository(clean_database)
+    await repository.connect()
+    yield repository
+    await repository.close()
+
+
+@pytest.fixture(scope="session")
+async def kafka_brokers(settings: Settings) -> str:
+    """The broker list, after proving a real broker answers a metadata request."""
+    brokers = ",".join(settings.kafka_brokers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=brokers, request_timeout_ms=10_000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    except Exception as exc:  # any failure to reach the broker ends the same way
+        pytest.fail(f"Kafka does not answer at {brokers}: {exc!r}. Start it with `make stack-up`.",
+                    pytrace=False)
+    finally:
+        await admin.close()
+    return brokers
+
+
+@pytest.fixture(scope="session")
+async def producer(kafka_brokers: str) -> Any:
+    """A plain aiokafka producer, as an outside service would publish orders."""
+    client = AIOKafkaProducer(bootstrap_servers=kafka_brokers, acks="all")
+    await client.start()
+    yield client
+    await client.stop()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test uses, for topics and consumer groups."""
+    return f"test-{uuid4().hex[:12]}"

@@ -1,0 +1,151 @@
+// orderstream lookup page: GET /order/<order_uid> and lay the order out. Data goes in via textContent only.
+"use strict";
+
+const HEADER_FIELDS = ["order_uid", "track_number", "entry", "locale", "customer_id", "delivery_service",
+  "shardkey", "sm_id", "date_created", "oof_shard", "internal_signature"];
+const DELIVERY_FIELDS = ["name", "phone", "zip", "city", "address", "region", "email"];
+const PAYMENT_FIELDS = ["transaction", "request_id", "currency", "provider", "amount", "payment_dt", "bank",
+  "delivery_cost", "goods_total", "custom_fee"];
+const ITEM_COLUMNS = [["chrt_id"], ["nm_id"], ["name"], ["brand"], ["size"], ["price"], ["sale", "sale %"],
+  ["total_price"], ["status"], ["rid"], ["track_number"]];
+const FORMAT = {
+  payment_dt: (v) => `${v} · ${unixDate(v)}`,
+  sale: (v) => `${v}%`,
+};
+
+const form = document.getElementById("lookup");
+const input = document.getElementById("order-id");
+const nocache = document.getElementById("nocache");
+const statusLine = document.getElementById("status");
+const result = document.getElementById("result");
+let latest = 0; // only the newest lookup may draw
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  node.append(...children.map((c) => (c instanceof Node ? c : String(c))));
+  return node;
+}
+
+function unixDate(seconds) {
+  const date = new Date(Number(seconds) * 1000);
+  if (Number.isNaN(date.getTime())) return "invalid date";
+  return date.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+}
+
+function value(tag, key, raw) {
+  if (raw === undefined || raw === null || raw === "") return el(tag, { class: "empty" }, "—");
+  const text = FORMAT[key] ? FORMAT[key](raw) : typeof raw === "object" ? JSON.stringify(raw) : String(raw);
+  return el(tag, typeof raw === "number" ? { class: "num" } : {}, text);
+}
+
+function fields(obj, names, wide = false) {
+  const dl = el("dl", { class: wide ? "fields wide" : "fields" });
+  for (const name of names) dl.append(el("div", { class: "field" }, el("dt", {}, name), value("dd", name, obj?.[name])));
+  return dl;
+}
+
+function card(title, ...body) {
+  return el("section", { class: "card" }, el("h2", {}, title), ...body);
+}
+
+function itemsTable(items) {
+  if (!items.length) return el("p", { class: "empty" }, "No items.");
+  const th = ([key, label]) => el("th", typeof items[0][key] === "number" ? { class: "num" } : {}, label ?? key);
+  const head = el("tr", {}, ...ITEM_COLUMNS.map(th));
+  const rows = items.map((item) => el("tr", {}, ...ITEM_COLUMNS.map(([key]) => value("td", key, item[key]))));
+  return el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
+}
+
+function badge(headers, roundTripMs) {
+  const source = headers.get("X-Source") || "unknown";
+  const pills = [el("span", { class: "pill source", "data-source": source }, source)];
+  const serverMs = headers.get("X-Duration-ms");
+  if (serverMs) pills.push(el("span", { class: "pill", title: "time spent in the service" }, `server ${serverMs} ms`));
+  pills.push(el("span", { class: "pill", title: "measured by this page" }, `round trip ${roundTripMs.toFixed(1)} ms`));
+  const servedBy = headers.get("X-Served-By");
+  if (servedBy) pills.push(el("span", { class: "pill" }, `served by ${servedBy}`));
+  return el("div", { class: "badge" }, ...pills);
+}
+
+function render(order, headers, roundTripMs) {
+  const items = Array.isArray(order.items) ? order.items : [];
+  const raw = el("details", { class: "raw" }, el("summary", {}, "raw JSON"),
+    el("pre", {}, JSON.stringify(order, null, 2)));
+  result.replaceChildren(
+    el("div", { class: "summary" }, el("h2", {}, "Order ", el("code", {}, order.order_uid ?? "")),
+      badge(headers, roundTripMs)),
+    card("Order", fields(order, HEADER_FIELDS, true)),
+    el("div", { class: "grid" }, card("Delivery", fields(order.delivery, DELIVERY_FIELDS)),
+      card("Payment", fields(order.payment, PAYMENT_FIELDS))),
+    card(`Items (${items.length})`, itemsTable(items)),
+    raw,
+  );
+  result.hidden = false;
+}
+
+function showStatus(text, kind = "info") {
+  statusLine.textContent = text;
+  statusLine.dataset.kind = kind;
+  statusLine.hidden = !text;
+}
+
+async function lookup(id) {
+  const mine = ++latest;
+  result.hidden = true;
+  result.replaceChildren();
+  showStatus(`Looking up ${id}…`);
+  const url = `/order/${encodeURIComponent(id)}${nocache.checked ? "?nocache=1" : ""}`;
+  const started = performance.now();
+  let response;
+  let body = null;
+  try {
+    response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+    body = await response.json().catch(() => null);
+  } catch (err) {
+    if (mine === latest) showStatus(`Network error: could not reach the service (${err.message}).`, "error");
+    return;
+  }
+  if (mine !== latest) return;
+  const roundTripMs = performance.now() - started;
+  if (response.ok && body && typeof body === "object") {
+    showStatus("");
+    render(body, response.headers, roundTripMs);
+  } else if (response.status === 404) {
+    showStatus(`Order ${id} not found`, "warn");
+  } else if (response.status === 400) {
+    showStatus(body?.error || "Bad request", "error");
+  } else {
+    showStatus(`Unexpected response: HTTP ${response.status}${body?.error ? ` — ${body.error}` : ""}`, "error");
+  }
+}
+
+function idFromHash() {
+  try {
+    return decodeURIComponent(location.hash.slice(1)).trim();
+  } catch {
+    return "";
+  }
+}
+
+function lookupFromHash() {
+  const id = idFromHash();
+  if (!id) return;
+  input.value = id;
+  lookup(id);
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const id = input.value.trim();
+  if (!id) {
+    showStatus("Enter an order id.", "warn");
+    input.focus();
+    return;
+  }
+  const hash = `#${encodeURIComponent(id)}`;
+  if (location.hash !== hash) location.hash = hash; // the hashchange listener runs the lookup
+  else lookup(id);
+});
+window.addEventListener("hashchange", lookupFromHash);
+lookupFromHash();
