@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 from faust.types import EventT, StreamT
 
-from .app import app, cache_warmup_topic, dead_letter_topic, orders_topic, settings
+from .app import app, cache_updates_topic, dead_letter_topic, orders_topic, settings
 from .models import InvalidOrder, Order, decode_order, encode_order
 from .repo import DatabaseUnavailable, OrderRejected
 from .tables import partition_of, recent_orders
@@ -18,6 +18,8 @@ from .tables import partition_of, recent_orders
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST_DELAY = 0.1
+# On a cache update: the order comes from the warm-up and must not replace a newer entry.
+WARM_UP_HEADER = "x-cache-warm-up"
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,20 +152,30 @@ async def store_orders(stream: StreamT[bytes]) -> None:
             Rejected(item.event, "db_rejected", f"PostgreSQL refused {item.order.order_uid}")
             for item in refused)])
         stored = [item for item in batch.accepted if item not in refused]
-        for item in stored:
-            # Table writes go to the changelog partition of the current event: make it
-            # this order's own event (batches mix partitions).
-            stream._set_current_event(item.event)
-            recent_orders.remember(item.event.message.partition, item.key, item.body)
+        await update_cache([(item.key, item.body) for item in stored])
 
 
-@app.agent(cache_warmup_topic)
-async def warm_cache(stream: StreamT[bytes]) -> None:
-    """Fill the cache from orders read back from PostgreSQL, keeping newer entries."""
+async def update_cache(entries: Sequence[tuple[bytes, bytes]], *,
+                       warm_up: bool = False) -> None:
+    """Send stored orders to the cache agent, on the partition of their order_uid."""
+    if not recent_orders.enabled:
+        return
+    headers = [(WARM_UP_HEADER, b"1")] if warm_up else None
+    sent = [await cache_updates_topic.send(key=key, value=body, partition=partition_of(key),
+                                           headers=headers)
+            for key, body in entries]
+    await asyncio.gather(*sent)
+
+
+@app.agent(cache_updates_topic)
+async def cache_orders(stream: StreamT[bytes]) -> None:
+    """Write stored orders into the cache Table; a warm-up never replaces a newer entry."""
     async for event in stream.events():
         key = event.key
-        if key is not None and recent_orders.lookup(key) is None:
-            recent_orders.remember(event.message.partition, key, event.value)
+        warm_up = WARM_UP_HEADER in dict(event.headers or {})
+        if key is None or (warm_up and recent_orders.lookup(key) is not None):
+            continue
+        recent_orders.remember(event.message.partition, key, event.value)
 
 
 @app.task
@@ -177,14 +189,10 @@ async def warm_up_when_empty() -> None:
         logger.warning("Cache warm-up skipped, PostgreSQL unavailable: %s", exc)
         return
     owned = {tp.partition for tp in app.assignor.assigned_actives()
-             if tp.topic == cache_warmup_topic.get_topic_name()}
-    sent = []
-    for order in orders:
-        key = order.order_uid.encode()
-        if partition_of(key) not in owned:
-            continue  # the owner of that partition warms it
-        sent.append(await cache_warmup_topic.send(
-            key=key, value=encode_order(order), partition=partition_of(key)))
-    await asyncio.gather(*sent)
+             if tp.topic == cache_updates_topic.get_topic_name()}
+    # Each worker warms the partitions it owns.
+    entries = [(key, encode_order(order)) for order in orders
+               if partition_of(key := order.order_uid.encode()) in owned]
+    await update_cache(entries, warm_up=True)
     logger.info("Cache warm-up: %d of %d recent orders sent to this worker's partitions",
-                len(sent), len(orders))
+                len(entries), len(orders))

@@ -57,7 +57,7 @@ class OrderApp(faust.App):
         await ensure_topics(
             ",".join(self.settings.kafka_brokers),
             [topic.get_topic_name() for topic in (orders_topic, dead_letter_topic,
-                                                  cache_warmup_topic)],
+                                                  cache_updates_topic)],
             partitions=self.settings.kafka_partitions,
         )
         await self.repo.connect()
@@ -83,7 +83,9 @@ dead_letter_topic = app.topic(
     settings.dead_letter_topic, key_type=bytes, value_type=bytes,
     partitions=settings.kafka_partitions, internal=True,
 )
-cache_warmup_topic = app.topic(
-    f"{settings.kafka_group_id}-cache-warmup", key_type=bytes, value_type=bytes,
+# Cache writes travel through a topic of their own: a Table can be changed only while
+# iterating an event of the key's partition, which a batch of stored orders is not.
+cache_updates_topic = app.topic(
+    f"{settings.kafka_group_id}-order-cache-updates", key_type=bytes, value_type=bytes,
     partitions=settings.kafka_partitions, internal=True,
 )

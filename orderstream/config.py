@@ -33,22 +33,32 @@ def parse_bool(raw: str) -> bool:
     raise ValueError("Not a valid bool (use true/false, 1/0, yes/no, on/off).")
 
 
+def parse_int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("Not a valid integer.") from None
+
+
 def parse_positive_int(raw: str) -> int:
-    value = int(raw)
+    value = parse_int(raw)
     if value < 1:
         raise ValueError("Must be a positive integer.")
     return value
 
 
 def parse_non_negative_int(raw: str) -> int:
-    value = int(raw)
+    value = parse_int(raw)
     if value < 0:
         raise ValueError("Must be zero or a positive integer.")
     return value
 
 
 def parse_positive_float(raw: str) -> float:
-    value = float(raw)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("Not a valid number.") from None
     if not value > 0:
         raise ValueError("Must be a positive number.")
     return value
@@ -59,7 +69,10 @@ def parse_http_addr(raw: str) -> tuple[str, int]:
     host, sep, port_text = raw.rpartition(":")
     if not sep:
         raise ValueError("Expected host:port, for example :8081 or 127.0.0.1:8081.")
-    port = int(port_text)
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"Port {port_text!r} is not a valid integer.") from None
     if not 0 < port < 65536:
         raise ValueError("Port must be between 1 and 65535.")
     return host.strip("[]") or "0.0.0.0", port
@@ -150,7 +163,8 @@ class Settings:
             try:
                 values[field.name] = parser(raw)
             except ValueError as exc:
-                reason = str(exc) if isinstance(exc, ValueError) and str(exc)[:1].isupper() else f"Not valid: {exc}."
+                # Our parsers word their reasons as sentences; a library's message gets wrapped.
+                reason = str(exc) if str(exc)[:1].isupper() else f"Not valid: {exc}."
                 raise ConfigError(name, raw, reason) from exc
         return cls(**values)
 

@@ -17,9 +17,9 @@ def yoyo_url(pg_url: str) -> str:
 
 def migrate_database(pg_url: str, sql_dir: Path, *, down: bool = False) -> list[str]:
     """Apply every pending migration (or roll back every applied one); return their ids."""
-    backend = get_backend(yoyo_url(pg_url))
     migrations = read_migrations(str(sql_dir))
-    with backend.lock():
+    # The backend owns a psycopg connection; leaving the block closes it (else it leaks until GC).
+    with get_backend(yoyo_url(pg_url)) as backend, backend.lock():
         if down:
             chosen = backend.to_rollback(migrations)
             backend.rollback_migrations(chosen)

@@ -15,7 +15,7 @@ from yarl import URL
 from .app import app, settings
 from .models import ORDER_UID_MAX_LENGTH, encode_order, is_valid_order_uid
 from .repo import DatabaseUnavailable
-from .tables import order_cache, recent_orders
+from .tables import order_cache, partition_of, recent_orders
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,17 @@ def error_body(message: str, **details: str) -> bytes:
 
 
 def owner_of(key: bytes) -> Optional[URL]:
-    """The web address of the worker whose partition holds ``key``, if the assignment is known."""
-    try:
-        return app.router.key_store(order_cache.name, key)
-    except KeyError:
-        return None
+    """The web address of the worker whose partition holds ``key``, if the assignment is known.
+
+    Reads the assignment's changelog distribution directly: the router's key_store needs the
+    producer's topic metadata, which a worker that has not sent anything yet lacks.
+    """
+    partition = partition_of(key)
+    changelog = order_cache.changelog_topic.get_topic_name()
+    for url, partitions_by_topic in app.router.tables_metadata().items():
+        if partition in partitions_by_topic.get(changelog, ()):
+            return URL(url)
+    return None
 
 
 def is_self(url: URL) -> bool:

@@ -2,7 +2,7 @@
 # Docker-free local stack for orderstream: Kafka (single KRaft node, jars from
 # Maven Central) and PostgreSQL (Debian packages, our own cluster).
 #
-# Usage: scripts/stack.sh up|down|status|fetch|logs
+# Usage: scripts/stack.sh up|down|status|fetch|logs|pg-stop|pg-start
 # Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (9092),
 #        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432)
 set -euo pipefail
@@ -328,5 +328,7 @@ case ${1:-} in
   status) cmd_status ;;
   fetch) mkdir -p "$KAFKA_DIR" && kafka_fetch ;;
   logs) cmd_logs ;;
-  *) echo "usage: $0 up|down|status|fetch|logs" >&2; exit 2 ;;
+  pg-stop) need_root; pg_down ;;   # the outage tests stop and start PostgreSQL alone
+  pg-start) need_root; pg_up ;;
+  *) echo "usage: $0 up|down|status|fetch|logs|pg-stop|pg-start" >&2; exit 2 ;;
 esac

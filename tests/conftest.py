@@ -2,11 +2,13 @@
 
 import asyncio
 import copy
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 from uuid import uuid4
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -17,6 +19,8 @@ from yarl import URL
 from orderstream.config import Settings
 from orderstream.migrations import migrate_database
 from orderstream.repo import OrderRepository
+
+from .harness import Worker
 
 _SHARED_MODEL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "model.json"
 _LOCAL_MODEL = Path(__file__).resolve().parent / "fixtures" / "model.json"  # a copy, for lone checkouts
@@ -84,21 +88,18 @@ async def pg_server(settings: Settings) -> str:
 async def database_url(pg_server: str) -> Any:
     """A fresh database for this test session, migrated with the production sql/ files."""
     name = f"orderstream_test_{uuid4().hex[:12]}"
-    admin = await asyncpg.connect(pg_server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = str(URL(pg_server).with_path(f"/{name}"))
-        await asyncio.to_thread(migrate_database, url, SQL_DIR)
-        yield url
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await admin_execute(pg_server, f'CREATE DATABASE "{name}"')
+    url = str(URL(pg_server).with_path(f"/{name}"))
+    await asyncio.to_thread(migrate_database, url, SQL_DIR)
+    yield url
+    # A new connection: the outage test restarts PostgreSQL in between.
+    await admin_execute(pg_server, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-async def truncate_orders(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
+async def admin_execute(url: str, statement: str) -> None:
+    conn = await asyncpg.connect(url)
     try:
-        await conn.execute("TRUNCATE orders CASCADE")
+        await conn.execute(statement)
     finally:
         await conn.close()
 
@@ -106,7 +107,7 @@ async def truncate_orders(database_url: str) -> None:
 @pytest.fixture
 async def clean_database(database_url: str) -> str:
     """The session database with no orders in it."""
-    await truncate_orders(database_url)
+    await admin_execute(database_url, "TRUNCATE orders CASCADE")
     return database_url
 
 
@@ -148,3 +149,48 @@ async def producer(kafka_brokers: str) -> Any:
 def unique_name() -> str:
     """A name no other test uses, for topics and consumer groups."""
     return f"test-{uuid4().hex[:12]}"
+
+
+# --- the pipeline: worker processes on a topic and group of their own --------------------
+
+
+@pytest.fixture(scope="session")
+async def http() -> Any:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
+
+
+@pytest.fixture
+def pipeline_env(clean_database: str, kafka_brokers: str, unique_name: str,
+                 tmp_path: Path) -> dict[str, str]:
+    """Environment for workers of one test: its own topics, consumer group and data dirs."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("KAFKA_", "PG_", "CACHE_", "HTTP_", "DLQ_", "BATCH_"))}
+    return {
+        **env,
+        "PG_URL": clean_database,
+        "KAFKA_BROKERS": kafka_brokers,
+        "KAFKA_TOPIC": f"orders-{unique_name}",
+        "KAFKA_GROUP_ID": f"group-{unique_name}",
+        "KAFKA_PARTITIONS": "4",
+        "DATA_DIR": str(tmp_path / "data"),
+        "BATCH_WAIT": "0.05",
+    }
+
+
+@pytest.fixture
+async def start_worker(pipeline_env: dict[str, str], http: aiohttp.ClientSession,
+                       tmp_path: Path) -> Any:
+    """Factory: start a worker (settings overridable) and wait until it serves HTTP."""
+    workers: list[Worker] = []
+
+    async def start(**overrides: str) -> Worker:
+        worker = Worker({**pipeline_env, **overrides},
+                        log_path=tmp_path / f"worker-{len(workers)}.log").start()
+        workers.append(worker)
+        await worker.wait_serving(http)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
