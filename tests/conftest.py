@@ -173,7 +173,6 @@ def pipeline_env(clean_database: str, kafka_brokers: str, unique_name: str,
         "KAFKA_TOPIC": f"orders-{unique_name}",
         "KAFKA_GROUP_ID": f"group-{unique_name}",
         "KAFKA_PARTITIONS": "4",
-        "DATA_DIR": str(tmp_path / "data"),
         "BATCH_WAIT": "0.05",
     }
 
@@ -181,12 +180,17 @@ def pipeline_env(clean_database: str, kafka_brokers: str, unique_name: str,
 @pytest.fixture
 async def start_worker(pipeline_env: dict[str, str], http: aiohttp.ClientSession,
                        tmp_path: Path) -> Any:
-    """Factory: start a worker (settings overridable) and wait until it serves HTTP."""
+    """Factory: start a worker (settings overridable) and wait until it serves HTTP.
+
+    Workers of one ``name`` share a data directory (a restart); others get their own,
+    as RocksDB allows one process per directory.
+    """
     workers: list[Worker] = []
 
-    async def start(**overrides: str) -> Worker:
-        worker = Worker({**pipeline_env, **overrides},
-                        log_path=tmp_path / f"worker-{len(workers)}.log").start()
+    async def start(name: str = "", **overrides: str) -> Worker:
+        name = name or f"worker-{len(workers)}"
+        env = {**pipeline_env, "DATA_DIR": str(tmp_path / f"data-{name}"), **overrides}
+        worker = Worker(env, log_path=tmp_path / f"{name}.log").start()
         workers.append(worker)
         await worker.wait_serving(http)
         return worker

@@ -181,7 +181,7 @@ async def test_restarted_worker_serves_its_cache_without_postgresql(
         start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
         http: aiohttp.ClientSession, store: str) -> None:
     orders = list(random_orders(11, 20))
-    worker = await start_worker(CACHE_STORE=store)
+    worker = await start_worker("restarted", CACHE_STORE=store)
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
     for order in orders:
         await eventually(lambda: served_from(http, worker, order.order_uid, "cache"))
@@ -191,7 +191,7 @@ async def test_restarted_worker_serves_its_cache_without_postgresql(
     conn = await asyncpg.connect(pipeline_env["PG_URL"])
     await conn.execute("TRUNCATE orders CASCADE")
     await conn.close()
-    restarted = await start_worker(CACHE_STORE=store)
+    restarted = await start_worker("restarted", CACHE_STORE=store)
     for order in orders:
         body = await eventually(lambda: served_from(http, restarted, order.order_uid, "cache"),
                                 what=f"{order.order_uid} recovered")
@@ -280,3 +280,38 @@ async def stack(command: str) -> None:
     process = await asyncio.create_subprocess_exec("bash", str(REPO_ROOT / "scripts" / "stack.sh"),
                                                    command)
     assert await process.wait() == 0, f"stack.sh {command} failed"
+
+
+async def test_produce_command_publishes_valid_orders_that_get_stored(
+        start_worker: Any, pipeline_env: dict[str, str]) -> None:
+    await start_worker()
+    result = orderstream_command("produce", "-n", "5", "--seed", "42", env=pipeline_env)
+    uids = set(result.stdout.split())
+    assert len(uids) == 5
+    await wait_stored(pipeline_env["PG_URL"], uids)
+    again = orderstream_command("produce", "-n", "5", "--seed", "42", env=pipeline_env)
+    assert set(again.stdout.split()) == uids  # seeded: the same orders again
+
+
+async def test_any_worker_answers_with_the_owners_cache(
+        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
+        http: aiohttp.ClientSession) -> None:
+    first, second = await start_worker(), await start_worker()
+    orders = list(random_orders(29, 40))
+    await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
+    await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders})
+    for order in orders:
+        for worker in (first, second):
+            body = await eventually(lambda: served_from(http, worker, order.order_uid, "cache"),
+                                    what=f"{order.order_uid} from {worker.url}'s view")
+            assert body == encode_order(order)
+    # The group has settled by now: ask again and note who answered.
+    answered_by: dict[str, set[str]] = {}
+    for order in orders:
+        for worker in (first, second):
+            _, headers, _ = await lookup(http, worker, order.order_uid)
+            assert headers["X-Source"] == "cache"
+            answered_by.setdefault(order.order_uid, set()).add(headers["X-Served-By"])
+    # Each order is answered by one owner, whichever worker is asked; both workers own some.
+    assert all(len(owners) == 1 for owners in answered_by.values())
+    assert len(set().union(*answered_by.values())) == 2
