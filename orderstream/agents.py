@@ -10,9 +10,11 @@ from typing import Iterable, Sequence
 
 from faust.types import EventT, StreamT
 
+from . import metrics
 from .app import app, cache_updates_topic, dead_letter_topic, orders_topic, settings
 from .models import InvalidOrder, Order, decode_order, encode_order
 from .repo import DatabaseUnavailable, OrderRejected
+from .shutdown import exit_unfinished, run_to_completion
 from .tables import partition_of, recent_orders
 
 logger = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ async def dead_letter(rejected: Sequence[Rejected]) -> None:
         sent.append(await dead_letter_topic.send(
             key=message.key, value=message.value, headers=headers))
     await asyncio.gather(*sent)
+    for item in rejected:
+        metrics.orders_dead_lettered.labels(item.reason).inc()
 
 
 async def forward_to_owner(misplaced: Sequence[Accepted]) -> None:
@@ -99,6 +103,7 @@ async def forward_to_owner(misplaced: Sequence[Accepted]) -> None:
             key=item.key, value=item.event.message.value,
             partition=partition_of(item.key), headers=source_headers(item.event)))
     await asyncio.gather(*sent)
+    metrics.orders_forwarded.inc(len(misplaced))
 
 
 async def store_until_durable(orders: Sequence[Order]) -> None:
@@ -110,8 +115,10 @@ async def store_until_durable(orders: Sequence[Order]) -> None:
     outage_started: float | None = None
     while True:
         try:
+            started = time.perf_counter()
             await app.repo.upsert_many(orders)
         except DatabaseUnavailable as exc:
+            metrics.db_unavailable.inc()
             if outage_started is None:
                 outage_started = time.monotonic()
                 logger.error("PostgreSQL unavailable, pausing consumption: %s", exc)
@@ -121,6 +128,9 @@ async def store_until_durable(orders: Sequence[Order]) -> None:
         if outage_started is not None:
             logger.warning("PostgreSQL is back after %.1f s; consumption resumes",
                            time.monotonic() - outage_started)
+        if orders:
+            metrics.db_batch_seconds.observe(time.perf_counter() - started)
+            metrics.db_batch_size.observe(len(orders))
         return
 
 
@@ -145,6 +155,15 @@ async def store_isolating_rejects(batch: Sequence[Accepted]) -> list[Accepted]:
 async def store_orders(stream: StreamT[bytes]) -> None:
     """Validate, persist and cache incoming orders, at least once."""
     async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
+        # Faust acks the batch when this loop moves on, however it moves on: the batch
+        # must be done by then (see shutdown.py).
+        await run_to_completion(handle_batch(events))
+
+
+async def handle_batch(events: Sequence[EventT]) -> None:
+    """Forward, store, dead-letter and cache one batch; a bug ends the process uncommitted."""
+    try:
+        metrics.orders_consumed.inc(len(events))
         batch = sort_events(events)
         await forward_to_owner(batch.misplaced)
         refused = await store_isolating_rejects(batch.accepted)
@@ -152,7 +171,10 @@ async def store_orders(stream: StreamT[bytes]) -> None:
             Rejected(item.event, "db_rejected", f"PostgreSQL refused {item.order.order_uid}")
             for item in refused)])
         stored = [item for item in batch.accepted if item not in refused]
+        metrics.orders_stored.inc(len(stored))
         await update_cache([(item.key, item.body) for item in stored])
+    except Exception:
+        exit_unfinished("Unexpected error while handling a batch")
 
 
 async def update_cache(entries: Sequence[tuple[bytes, bytes]], *,

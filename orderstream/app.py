@@ -10,6 +10,7 @@ import faust
 
 from .config import ConfigError, Settings
 from .repo import OrderRepository
+from .shutdown import arm_shutdown_deadline
 from .topics import ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -62,6 +63,11 @@ class OrderApp(faust.App):
         )
         await self.repo.connect()
         logger.info("PostgreSQL pool ready for %s", self.settings.pg_url_redacted)
+
+    async def on_stop(self) -> None:
+        # Stopping starts here (before the agents stop): bound how long it may take.
+        arm_shutdown_deadline(self.loop, self.settings.shutdown_timeout)
+        await super().on_stop()
 
     async def on_shutdown(self) -> None:
         # After the consumer and agents have stopped: the last batch is stored by now.

@@ -132,9 +132,11 @@ class Settings:
     batch_wait: float = 0.2
     pg_pool_size: int = 4
     db_retry_max: float = 5.0
+    shutdown_timeout: float = 20.0
     log_level: str = "INFO"
     web_dir: Path = Path(__file__).resolve().parent.parent / "web"
     sql_dir: Path = Path(__file__).resolve().parent.parent / "sql"
+    openapi_file: Path = Path(__file__).resolve().parent.parent / "openapi.yaml"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -185,7 +187,9 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "batch_wait": parse_positive_float,
     "pg_pool_size": parse_positive_int,
     "db_retry_max": parse_positive_float,
+    "shutdown_timeout": parse_positive_float,
     "log_level": parse_log_level,
     "web_dir": Path,
     "sql_dir": Path,
+    "openapi_file": Path,
 }

@@ -216,12 +216,20 @@ class OrderRepository:
             return
         columns = _batch_columns(batch)
         with translated_errors():
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(UPSERT_ORDERS, *columns["orders"])
-                await conn.execute(UPSERT_DELIVERIES, *columns["deliveries"])
-                await conn.execute(UPSERT_PAYMENTS, *columns["payments"])
-                await conn.execute(DELETE_ITEMS, columns["orders"][0])
-                await conn.execute(INSERT_ITEMS, *columns["items"])
+            async with self.pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        await conn.execute(UPSERT_ORDERS, *columns["orders"])
+                        await conn.execute(UPSERT_DELIVERIES, *columns["deliveries"])
+                        await conn.execute(UPSERT_PAYMENTS, *columns["payments"])
+                        await conn.execute(DELETE_ITEMS, columns["orders"][0])
+                        await conn.execute(INSERT_ITEMS, *columns["items"])
+                except asyncpg.InterfaceError as exc:
+                    # A server that goes away mid-transaction surfaces as "cannot call
+                    # Transaction.__aexit__(): the underlying connection is closed".
+                    if not conn.is_closed():
+                        raise
+                    raise DatabaseUnavailable(f"connection lost: {exc}") from exc
 
     async def get(self, order_uid: str) -> Optional[Order]:
         """The whole order in one round trip, or None when there is none."""

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from orderstream.generator import random_order, random_orders
 from orderstream.models import Order, encode_order, order_from_dict
 from orderstream.repo import OrderRepository
+from orderstream.shutdown import EXIT_UNFINISHED
 
 from .harness import REPO_ROOT, Worker, eventually, orderstream_command
 
@@ -315,3 +316,42 @@ async def test_any_worker_answers_with_the_owners_cache(
     # Each order is answered by one owner, whichever worker is asked; both workers own some.
     assert all(len(owners) == 1 for owners in answered_by.values())
     assert len(set().union(*answered_by.values())) == 2
+
+
+async def test_sigterm_mid_stream_exits_cleanly_and_a_restart_loses_nothing(
+        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer) -> None:
+    orders = list(random_orders(31, 1500))
+    worker = await start_worker("stopped")
+    topic = pipeline_env["KAFKA_TOPIC"]
+
+    async def produce_steadily() -> None:
+        for order in orders:
+            await producer.send(topic, encode_order(order), key=order.order_uid.encode())
+            await asyncio.sleep(0.002)
+        await producer.flush()
+
+    producing = asyncio.create_task(produce_steadily())
+    await wait_stored(pipeline_env["PG_URL"], {orders[100].order_uid})
+    assert await asyncio.to_thread(worker.stop) == 0
+    await producing
+    await start_worker("stopped")
+    await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders})
+    counts = await row_counts(pipeline_env["PG_URL"])
+    assert counts["orders"] == len(orders)
+    assert counts["items"] == sum(len(o.items) for o in orders)
+
+
+async def test_sigterm_during_an_outage_exits_without_committing_the_batch(
+        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer) -> None:
+    orders = list(random_orders(37, 50))
+    worker = await start_worker("stopped", SHUTDOWN_TIMEOUT="3")
+    await stack("pg-stop")
+    try:
+        await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
+        await eventually(lambda: logged(worker, "PostgreSQL unavailable"), timeout=30,
+                         what="the outage logged")
+        assert await asyncio.to_thread(worker.stop) == EXIT_UNFINISHED
+    finally:
+        await stack("pg-start")
+    await start_worker("stopped")
+    await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders})
