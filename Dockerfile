@@ -19,16 +19,22 @@ COPY setup.cfg pyproject.toml README.md ./
 COPY orderstream/ orderstream/
 COPY sql/ sql/
 COPY web/ web/
+COPY openapi.yaml ./
 # Every dependency ships a manylinux wheel for CPython 3.11, so no compiler is needed here.
 RUN pip install --no-cache-dir .
 
-# ---- runtime: the venv, the SQL migrations and the static page; nothing else ---------------------
+# ---- runtime: the venv, the SQL migrations, the static page and the API description; nothing else -
 FROM ${PYTHON_IMAGE} AS runtime
 
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONDONTWRITEBYTECODE=1
+# The package lives in site-packages, so the defaults of these settings (next to the package)
+# would point there: point them at /app instead. DATA_DIR is the volume below.
+ENV WEB_DIR=/app/web \
+    SQL_DIR=/app/sql \
+    OPENAPI_FILE=/app/openapi.yaml \
     DATA_DIR=/data
 
 RUN groupadd --system --gid 10001 app \
@@ -37,10 +43,11 @@ RUN groupadd --system --gid 10001 app \
  && chown app:app /data
 
 COPY --from=build /opt/venv /opt/venv
-# The package itself lives in the venv; /app holds what it reads at run time (sql/, web/),
-# owned by root so the service cannot change it.
+# The package itself lives in the venv; /app holds what it reads at run time (sql/, web/,
+# openapi.yaml), owned by root so the service cannot change it.
 COPY --from=build /app/sql /app/sql
 COPY --from=build /app/web /app/web
+COPY --from=build /app/openapi.yaml /app/openapi.yaml
 
 WORKDIR /app
 USER 10001:10001

@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 N ?= 5
 INTERVAL ?= 0.5
 
-.PHONY: setup stack-up stack-down stack-status stack-logs migrate migrate-down run test producer clean
+.PHONY: setup stack-up stack-down stack-status stack-logs migrate migrate-down run test producer clean \
+	up down logs docker-producer cache-off-up cache-on-up
 
 setup: $(STAMP)
 	@bash scripts/stack.sh fetch
@@ -49,3 +50,25 @@ test: setup stack-up
 
 clean: stack-down
 	rm -rf .stack $(VENV) orderstream-data
+
+# --- Docker (docker-compose.yaml); not run by CI, where Docker does not run ------------------
+up:
+	docker compose up -d --build
+
+# Removes the volumes too: Kafka's topics, PostgreSQL's orders and the cache are gone.
+down:
+	docker compose down -v
+
+logs:
+	docker compose logs -f app
+
+docker-producer:
+	N=$(N) INTERVAL=$(INTERVAL) docker compose run --rm producer
+
+# Recreate only the app with the cache off (every lookup reads PostgreSQL) or on again;
+# Kafka, PostgreSQL and their data stay as they are.
+cache-off-up:
+	CACHE_ENABLED=false docker compose up -d --build app
+
+cache-on-up:
+	CACHE_ENABLED=true docker compose up -d --build app

@@ -8,6 +8,6 @@ __version__ = "0.1.0"
 
 from .app import app  # noqa: E402
 
-from . import agents, commands, tables, views  # noqa: E402,F401
+from . import agents, commands, health, tables, views  # noqa: E402,F401
 
 __all__ = ["app", "__version__"]

@@ -6,13 +6,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
+import orjson
 from faust.types import EventT, StreamT
 
 from . import metrics
 from .app import app, cache_updates_topic, dead_letter_topic, orders_topic, settings
 from .models import InvalidOrder, Order, decode_order, encode_order
+from .logs import order_context, where
 from .repo import DatabaseUnavailable, OrderRejected
 from .shutdown import exit_unfinished, run_to_completion
 from .tables import partition_of, recent_orders
@@ -37,6 +39,7 @@ class Rejected:
     event: EventT
     reason: str
     error: str
+    order_uid: Optional[str] = None
 
 
 @dataclass
@@ -57,7 +60,8 @@ def sort_events(events: Iterable[EventT]) -> Sorted:
         try:
             order = decode_order(event.value)
         except InvalidOrder as exc:
-            result.rejected.append(Rejected(event, exc.reason, str(exc)))
+            result.rejected.append(Rejected(event, exc.reason, str(exc),
+                                            claimed_order_uid(event.value)))
             continue
         key = order.order_uid.encode()
         accepted = Accepted(event, order, key, encode_order(order))
@@ -66,6 +70,16 @@ def sort_events(events: Iterable[EventT]) -> Sorted:
         else:
             result.misplaced.append(accepted)
     return result
+
+
+def claimed_order_uid(raw: bytes) -> Optional[str]:
+    """The order_uid a rejected message carries, if any, for its log line."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    uid = data.get("order_uid") if isinstance(data, dict) else None
+    return uid if isinstance(uid, str) else None
 
 
 def source_headers(event: EventT) -> list[tuple[str, bytes]]:
@@ -83,8 +97,8 @@ async def dead_letter(rejected: Sequence[Rejected]) -> None:
     sent = []
     for item in rejected:
         message = item.event.message
-        logger.warning("Dead-lettering message at %s[%d]@%d: %s",
-                       message.topic, message.partition, message.offset, item.error)
+        logger.warning("Dead-lettering order %s at %s: %s", item.order_uid, where(item.event),
+                       item.error, extra=order_context(item.event, item.order_uid))
         headers = [*source_headers(item.event),
                    ("x-error-reason", item.reason.encode()),
                    ("x-error", item.error.encode()[:4096])]
@@ -99,6 +113,9 @@ async def forward_to_owner(misplaced: Sequence[Accepted]) -> None:
     """Re-publish orders to their order_uid's partition, keyed by order_uid."""
     sent = []
     for item in misplaced:
+        logger.debug("Forwarding order %s from %s to partition %d", item.order.order_uid,
+                     where(item.event), partition_of(item.key),
+                     extra=order_context(item.event, item.order.order_uid))
         sent.append(await orders_topic.send(
             key=item.key, value=item.event.message.value,
             partition=partition_of(item.key), headers=source_headers(item.event)))
@@ -168,7 +185,8 @@ async def handle_batch(events: Sequence[EventT]) -> None:
         await forward_to_owner(batch.misplaced)
         refused = await store_isolating_rejects(batch.accepted)
         await dead_letter([*batch.rejected, *(
-            Rejected(item.event, "db_rejected", f"PostgreSQL refused {item.order.order_uid}")
+            Rejected(item.event, "db_rejected", "PostgreSQL refused the order",
+                     item.order.order_uid)
             for item in refused)])
         stored = [item for item in batch.accepted if item not in refused]
         metrics.orders_stored.inc(len(stored))

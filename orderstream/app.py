@@ -9,6 +9,7 @@ import sys
 import faust
 
 from .config import ConfigError, Settings
+from .logs import logging_config
 from .repo import OrderRepository
 from .shutdown import arm_shutdown_deadline
 from .topics import ensure_topics
@@ -37,6 +38,9 @@ class OrderApp(faust.App):
             datadir=str(settings.data_dir),
             topic_partitions=settings.kafka_partitions,
             topic_replication_factor=1,
+            # Standby copies of other workers' cache partitions: a worker taking one over
+            # has it already instead of replaying the whole changelog.
+            table_standby_replicas=settings.cache_standby_replicas,
             key_serializer="raw",
             value_serializer="raw",
             web_bind=host,
@@ -48,6 +52,7 @@ class OrderApp(faust.App):
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             web_stats_enabled=False,
+            logging_config=logging_config(settings.log_level, settings.log_format),
             **kwargs,
         )
         self.settings = settings

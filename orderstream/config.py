@@ -113,6 +113,12 @@ def parse_log_level(raw: str) -> str:
     return level
 
 
+def parse_log_format(raw: str) -> str:
+    if raw not in ("text", "json"):
+        raise ValueError("Expected text or json.")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service can be told, with the Go service's names and defaults."""
@@ -127,6 +133,7 @@ class Settings:
     cache_enabled: bool = True
     cache_store: str = "rocksdb://"
     cache_size: int = 100_000
+    cache_standby_replicas: int = 1
     data_dir: Path = Path("orderstream-data")
     batch_size: int = 500
     batch_wait: float = 0.2
@@ -134,6 +141,7 @@ class Settings:
     db_retry_max: float = 5.0
     shutdown_timeout: float = 20.0
     log_level: str = "INFO"
+    log_format: str = "text"
     web_dir: Path = Path(__file__).resolve().parent.parent / "web"
     sql_dir: Path = Path(__file__).resolve().parent.parent / "sql"
     openapi_file: Path = Path(__file__).resolve().parent.parent / "openapi.yaml"
@@ -182,6 +190,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "cache_enabled": parse_bool,
     "cache_store": parse_store,
     "cache_size": parse_positive_int,
+    "cache_standby_replicas": parse_non_negative_int,
     "data_dir": Path,
     "batch_size": parse_positive_int,
     "batch_wait": parse_positive_float,
@@ -189,6 +198,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "db_retry_max": parse_positive_float,
     "shutdown_timeout": parse_positive_float,
     "log_level": parse_log_level,
+    "log_format": parse_log_format,
     "web_dir": Path,
     "sql_dir": Path,
     "openapi_file": Path,

@@ -58,6 +58,18 @@ class RecentOrders:
     def lookup(self, key: bytes) -> Optional[bytes]:
         return self.table.get(key) if self.enabled else None
 
+    def size(self) -> Optional[int]:
+        """Orders cached in this worker's active partitions, counted without a table scan.
+
+        None while the eviction order is not rebuilt since the last rebalance: rebuilding
+        scans the table, which only the next cache write does (after recovery has finished).
+        """
+        if not self.enabled:
+            return 0
+        if not self._order:
+            return None
+        return sum(map(len, self._order.values()))
+
     def is_empty(self) -> bool:
         return next(iter(self.table.keys()), None) is None
 

@@ -10,8 +10,10 @@ import aiohttp
 import orjson
 from aiohttp import web as aioweb
 from faust.web import Request, Response, View
+from prometheus_client import generate_latest
 from yarl import URL
 
+from . import metrics
 from .app import app, settings
 from .models import ORDER_UID_MAX_LENGTH, encode_order, is_valid_order_uid
 from .repo import DatabaseUnavailable
@@ -24,6 +26,7 @@ FORWARDED_HEADER = "X-Orderstream-Forwarded"
 # What a routed lookup keeps from the owner's answer.
 PASSED_HEADERS = ("X-Source", "X-Duration-ms", "X-Served-By")
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
+ORDER_ROUTE = "/order/{order_uid}"
 
 
 def error_body(message: str, **details: str) -> bytes:
@@ -67,13 +70,15 @@ async def ask_owner(owner: URL, request: Request) -> Optional[aioweb.Response]:
                            content_type="application/json", headers=headers)
 
 
-@app.page("/order/{order_uid}")
+@app.page(ORDER_ROUTE)
 async def get_order(web: View, request: Request, order_uid: str) -> Response:
     """Return one order, from the cache when it has it, else from PostgreSQL."""
     started = time.perf_counter()
 
     def answer(body: bytes, status: int, source: Optional[str] = None) -> Response:
-        headers = {"X-Duration-ms": f"{(time.perf_counter() - started) * 1000:.3f}",
+        elapsed = time.perf_counter() - started
+        metrics.observe_request(ORDER_ROUTE, source, status, elapsed)
+        headers = {"X-Duration-ms": f"{elapsed * 1000:.3f}",
                    "X-Served-By": str(app.conf.canonical_url)}
         if source:
             headers["X-Source"] = source
@@ -90,11 +95,15 @@ async def get_order(web: View, request: Request, order_uid: str) -> Response:
         if owner is not None and not is_self(owner) and FORWARDED_HEADER not in request.headers:
             routed = await ask_owner(owner, request)
             if routed is not None:
+                metrics.observe_request(ORDER_ROUTE, routed.headers.get("X-Source"),
+                                        routed.status, time.perf_counter() - started)
                 return routed
         else:
             body = recent_orders.lookup(key)
             if body is not None:
+                metrics.cache_hits.inc()
                 return answer(body, 200, "cache")
+            metrics.cache_misses.inc()
     try:
         order = await app.repo.get(order_uid)
     except DatabaseUnavailable as exc:
@@ -108,6 +117,20 @@ async def get_order(web: View, request: Request, order_uid: str) -> Response:
 async def index(web: View, request: Request) -> aioweb.FileResponse:
     """The order lookup page."""
     return aioweb.FileResponse(settings.web_dir / "index.html")
+
+
+@app.page("/openapi.yaml")
+async def openapi_spec(web: View, request: Request) -> aioweb.FileResponse:
+    """The OpenAPI description of this HTTP API."""
+    return aioweb.FileResponse(settings.openapi_file,
+                               headers={"Content-Type": "application/yaml"})
+
+
+@app.page("/metrics")
+async def prometheus_metrics(web: View, request: Request) -> Response:
+    """Prometheus metrics: ours and Faust's sensor, in the text format."""
+    return web.bytes(generate_latest(metrics.registry),
+                     headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 app.web.add_static("/static/", settings.web_dir)

@@ -1,5 +1,6 @@
 """Settings from the environment: the Go service's names and defaults; errors name the variable."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -102,3 +103,10 @@ def test_invalid_setting_stops_the_cli_before_any_work(tmp_path: Path) -> None:
     assert "Config 'CACHE_ENABLED' has value 'maybe'" in done.stderr
     assert "Traceback" not in done.stderr
     assert list(tmp_path.iterdir()) == []  # no data directory either
+
+
+@pytest.mark.parametrize("document", [".env.example", "README.md"])
+def test_every_setting_is_documented(document: str) -> None:
+    text = (Path(__file__).resolve().parents[1] / document).read_text()
+    missing = [f.name.upper() for f in dataclasses.fields(Settings) if f.name.upper() not in text]
+    assert missing == []

@@ -1,0 +1,64 @@
+"""Liveness and readiness: /health says the process runs, /ready that it can do its job."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import orjson
+from faust.web import Request, Response, View
+
+from .app import app, orders_topic
+from .repo import DatabaseUnavailable
+
+PING_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+
+
+async def postgresql_check() -> Check:
+    try:
+        await asyncio.wait_for(app.repo.ping(), PING_TIMEOUT)
+    except (DatabaseUnavailable, asyncio.TimeoutError) as exc:
+        return Check(False, f"PostgreSQL does not answer: {exc or 'timeout'}")
+    return Check(True, "answers")
+
+
+def assignment_check() -> Check:
+    if app.consumer_generation_id <= 0:
+        return Check(False, "not yet a member of the consumer group")
+    if app.rebalancing:
+        return Check(False, "the consumer group is rebalancing")
+    topic = orders_topic.get_topic_name()
+    partitions = sorted(tp.partition for tp in app.assignor.assigned_actives()
+                        if tp.topic == topic)
+    return Check(True, f"generation {app.consumer_generation_id}, {topic} partitions {partitions}")
+
+
+def recovery_check() -> Check:
+    if app.in_recovery or not app.tables.recovery.completed.is_set():
+        return Check(False, "the cache table is being recovered")
+    return Check(True, "recovered")
+
+
+@app.page("/health")
+async def health(web: View, request: Request) -> Response:
+    """The process is alive and serving HTTP."""
+    return web.bytes(b'{"status":"ok"}', content_type="application/json")
+
+
+@app.page("/ready")
+async def ready(web: View, request: Request) -> Response:
+    """200 when PostgreSQL answers, the partitions are assigned and the cache is recovered."""
+    checks = {"postgresql": await postgresql_check(),
+              "kafka_assignment": assignment_check(),
+              "table_recovery": recovery_check()}
+    is_ready = all(check.ok for check in checks.values())
+    body = {"ready": is_ready,
+            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()}}
+    return web.bytes(orjson.dumps(body), content_type="application/json",
+                     status=200 if is_ready else 503)

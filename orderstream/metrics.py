@@ -1,0 +1,133 @@
+"""What the worker measures: Prometheus metrics in a registry of its own, served at /metrics.
+
+Counters and histograms are updated where things happen (agents, views); the cache size and
+the consumer lag are read from the worker's state when Prometheus scrapes, so no background
+task keeps them. Faust's own sensor (messages, events, sends, commits, rebalances, table
+operations) records into the same registry under ``orderstream_faust_``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import prometheus_client
+from faust.exceptions import ConsumerNotStarted
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.types import TP
+from faust.types.transports import ConsumerT
+from prometheus_client import (
+    CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .app import app, orders_topic
+from .tables import recent_orders
+from .validation import INVALID, NOT_AN_ORDER, NOT_JSON
+
+# What generate_latest writes. (prometheus_client's CONTENT_TYPE_LATEST names the 1.0.0 text
+# format since 0.22, for output generated with other escaping options.)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+DEAD_LETTER_REASONS = (NOT_JSON, NOT_AN_ORDER, INVALID, "db_rejected")
+
+# Counters and histograms only: a `_created` series beside each would double their number.
+prometheus_client.disable_created_metrics()
+registry = CollectorRegistry()
+ProcessCollector(registry=registry)
+PlatformCollector(registry=registry)
+GCCollector(registry=registry)
+
+orders_consumed = Counter(
+    "orderstream_orders_consumed", "Messages taken from the orders topic, forwarded ones included "
+    "(= stored + dead-lettered + forwarded).", registry=registry)
+orders_stored = Counter(
+    "orderstream_orders_stored", "Orders written to PostgreSQL.", registry=registry)
+orders_dead_lettered = Counter(
+    "orderstream_orders_dead_lettered", "Messages published to the dead-letter topic, by reason.",
+    ["reason"], registry=registry)
+for _reason in DEAD_LETTER_REASONS:
+    orders_dead_lettered.labels(_reason)  # every reason is exported, at 0 until it happens
+orders_forwarded = Counter(
+    "orderstream_orders_forwarded", "Orders re-published to the partition of their order_uid.",
+    registry=registry)
+
+db_batch_seconds = Histogram(
+    "orderstream_db_batch_seconds", "Duration of successful batch upserts to PostgreSQL.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=registry)
+db_batch_size = Histogram(
+    "orderstream_db_batch_size", "Orders in each successful batch upsert.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500), registry=registry)
+db_unavailable = Counter(
+    "orderstream_db_unavailable", "Batch upserts retried because PostgreSQL was unavailable.",
+    registry=registry)
+
+cache_hits = Counter(
+    "orderstream_cache_hits", "Order lookups answered from the cache.", registry=registry)
+cache_misses = Counter(
+    "orderstream_cache_misses", "Order lookups that tried the cache and did not find the order.",
+    registry=registry)
+
+http_request_seconds = Histogram(
+    "orderstream_http_request_seconds",
+    "Time to answer HTTP requests, by route pattern, X-Source (cache, db, none) and status.",
+    ["route", "source", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=registry)
+
+
+def observe_request(route: str, source: Optional[str], status: int, seconds: float) -> None:
+    """Record one answered request; ``source`` is its X-Source header, if any."""
+    http_request_seconds.labels(route, source or "none", str(status)).observe(seconds)
+
+
+class WorkerState(Collector):
+    """Gauges read from the worker at scrape time: the cache size and the orders consumer lag."""
+
+    def collect(self) -> Iterator[Metric]:
+        cache_size = GaugeMetricFamily(
+            "orderstream_cache_size",
+            "Orders cached in this worker's active partitions (absent after a rebalance "
+            "until the next cache write).")
+        size = recent_orders.size()
+        if size is not None:
+            cache_size.add_metric([], size)
+        yield cache_size
+
+        lag = GaugeMetricFamily(
+            "orderstream_consumer_lag",
+            "Messages of the orders topic not yet processed and committed, by assigned partition "
+            "(high watermark - committed offset).",
+            labels=["topic", "partition"])
+        for tp, behind in consumer_lag(app.consumer, orders_topic.get_topic_name()):
+            lag.add_metric([tp.topic, str(tp.partition)], behind)
+        yield lag
+
+
+def consumer_lag(consumer: ConsumerT, topic: str) -> Iterator[tuple[TP, int]]:
+    """High watermark minus committed offset for each assigned partition of ``topic``.
+
+    Both are the *next* offset. The high watermark is the one of the last fetch (partitions
+    not fetched yet are skipped). The committed offsets are Faust's own record of them,
+    seeded from Kafka after each rebalance and updated on each commit; Faust has no public
+    accessor for them (its Monitor's copy is cleared on rebalance and refilled only by new
+    commits, which an idle partition never makes).
+    """
+    try:
+        assigned = consumer.assignment()
+    except ConsumerNotStarted:
+        return
+    committed = consumer._committed_offset  # type: ignore[attr-defined]
+    for tp in sorted(tp for tp in assigned if tp.topic == topic):
+        try:
+            end = consumer.highwater(tp)
+        except AssertionError:  # aiokafka asserts the partition is assigned: revoked meanwhile
+            continue
+        if end is not None:
+            # Faust stores a committed offset of 0 as None.
+            yield tp, max(end - (committed.get(tp) or 0), 0)
+
+
+registry.register(WorkerState())
+# Faust's sensor without setup_prometheus_sensors, which would add a second /metrics page.
+app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "orderstream_faust"))
