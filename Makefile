@@ -48,6 +48,23 @@ producer: setup
 test: setup stack-up
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (bench/, README "Performance"), results in bench/results/. Parts and flags:
+# make bench BENCH_PARTS='ingest lookup' BENCH_ARGS='--orders 20000 --duration 5'
+BENCH_PARTS ?= all
+.PHONY: bench bench-smoke
+bench: setup stack-up $(VENV)/.bench-installed
+	@command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null \
+		|| echo "bench: wrk is not installed, lookups use the Python load generator"
+	$(BIN)/python -m bench $(BENCH_PARTS) $(BENCH_ARGS)
+
+# Every part at a tiny size: the harness runs and records complete results (tests/test_bench.py).
+bench-smoke: setup stack-up
+	$(BIN)/python -m pytest tests/test_bench.py
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@touch $@
+
 clean: stack-down
 	rm -rf .stack $(VENV) orderstream-data
 

@@ -1,0 +1,97 @@
+"""`python -m bench <part>... | all [flags]`: benchmarks on the stack that PG_URL and KAFKA_BROKERS name."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Awaitable, Callable, Sequence
+
+from orderstream.app import load_settings
+
+from . import chart, ingest, lookup, memory, restart
+from .lab import Lab
+from .report import DEFAULT_RESULTS_DIR, Report
+
+# In the order `all` runs them: ingest leaves a database of the N orders that the others reuse.
+STACK_PARTS: dict[str, Callable[[Lab, argparse.Namespace], Awaitable[Report]]] = {
+    "ingest": ingest.run, "lookup": lookup.run, "restart": restart.run, "memory": memory.run}
+PARTS = (*STACK_PARTS, "chart")
+
+
+def connection_counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part) for part in text.split(",") if part.strip())
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers separated by commas, e.g. 1,16,64")
+    return counts
+
+
+def positive(kind: type) -> Callable[[str], object]:
+    def parse(text: str) -> object:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("parts", nargs="+", choices=[*PARTS, "all"], metavar="part",
+                   help=f"one or more of {', '.join(PARTS)}, or all")
+    p.add_argument("--orders", type=positive(int), default=100_000,
+                   help="orders generated, produced, stored and cached")
+    p.add_argument("--partitions", type=positive(int), default=4, help="KAFKA_PARTITIONS")
+    p.add_argument("--batch-size", type=positive(int), default=500,
+                   help="BATCH_SIZE of the worker and of the PostgreSQL floor")
+    p.add_argument("--naive-sample", type=positive(int), default=10_000,
+                   help="ingest: orders the naive design stores (extrapolated to --orders)")
+    p.add_argument("--duration", type=positive(float), default=10.0,
+                   help="lookup: seconds of load per cell (whole seconds with wrk)")
+    p.add_argument("--connections", type=connection_counts, default=(1, 16, 64),
+                   help="lookup: concurrent connections, one cell each")
+    p.add_argument("--load-generator", choices=("auto", "wrk", "python"), default="auto",
+                   help="lookup: wrk if installed (auto), or the Python aiohttp generator")
+    p.add_argument("--max-requests", type=positive(int), default=200_000,
+                   help="lookup: most requests per cell of the Python generator")
+    p.add_argument("--store", choices=("rocksdb://", "memory://"), default="rocksdb://",
+                   help="lookup: CACHE_STORE of the worker")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="memory: seconds to wait before reading RSS")
+    p.add_argument("--seed", type=int, default=1, help="seed of the generated orders")
+    p.add_argument("--timeout", type=positive(float), default=900,
+                   help="longest wait for any one condition (ready, stored, cached)")
+    p.add_argument("--profile", action="store_true",
+                   help="ingest, lookup: py-spy the worker, collapsed stacks beside the results")
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    return p
+
+
+async def run(parts: Sequence[str], args: argparse.Namespace) -> list[Path]:
+    saved = []
+    stack_parts = [part for part in STACK_PARTS if part in parts]  # in their order
+    if stack_parts:
+        async with Lab(load_settings(), seed=args.seed, timeout=args.timeout) as lab:
+            postgresql = await lab.server_version()
+            for part in stack_parts:
+                report = await STACK_PARTS[part](lab, args)
+                report.versions["postgresql"] = postgresql
+                saved.append(report.save(args.results_dir))
+    if "chart" in parts:
+        saved.append(chart.run(args).save(args.results_dir))
+    return saved
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    parts = PARTS if "all" in args.parts else tuple(args.parts)
+    for path in asyncio.run(run(parts, args)):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Ingest: the worker storing and caching N pre-produced orders, beside the floors and the naive design.
+
+All four read or write the same N orders (the same bytes on the same topic, the same schema):
+- ours: a worker started on the topic and an empty database, until every order is in PostgreSQL
+  and in the cache;
+- Kafka floor: a bare aiokafka consumer reading and decoding every message;
+- PostgreSQL floor: OrderRepository.upsert_many in batches of BATCH_SIZE, no Kafka;
+- naive: one transaction per order, one INSERT per table and per item, on a sample when N is large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from argparse import Namespace
+from datetime import date
+from typing import Any, Optional
+
+from aiokafka import AIOKafkaConsumer
+
+from orderstream.models import decode_order
+
+from .flamegraph import Profile
+from .lab import Dataset, Lab, count_orders, truncate, write_batches
+from .naive import store_naively
+from .report import Report, show
+
+
+async def run(lab: Lab, args: Namespace) -> Report:
+    report = Report("ingest", {
+        "orders": args.orders, "partitions": args.partitions, "batch_size": args.batch_size,
+        "naive_sample": min(args.naive_sample, args.orders), "seed": args.seed})
+    dataset = lab.dataset(args.orders)
+    pg_url = await lab.database()
+    topic = await lab.topic(args.partitions)
+    produced = await lab.produce(topic, dataset.keys, dataset.bodies)
+    r = report.results
+    r["setup"] = {"produce_s": produced,
+                  "body_bytes_mean": sum(map(len, dataset.bodies)) / dataset.n,
+                  "items_mean": sum(len(o.items) for o in dataset.orders) / dataset.n}
+
+    r["ours"] = await ours(lab, args, dataset, pg_url, topic)
+    r["kafka_floor"] = await kafka_floor(lab.brokers, topic, dataset.n, lab.timeout)
+    sample = dataset.orders[:report.parameters["naive_sample"]]
+    await truncate(pg_url)
+    naive_s = await store_naively(pg_url, sample)
+    r["naive"] = {"sample": len(sample), "sample_s": naive_s,
+                  "orders_per_s": len(sample) / naive_s,
+                  "extrapolated_s": dataset.n * naive_s / len(sample)}
+    await truncate(pg_url)
+    pg_s = await write_batches(pg_url, dataset.orders, args.batch_size)
+    if await count_orders(pg_url) != dataset.n:
+        raise RuntimeError("the PostgreSQL floor did not store every order")
+    r["pg_floor"] = {"seconds": pg_s, "orders_per_s": dataset.n / pg_s}
+    lab.adopt_seeded(dataset, pg_url)  # it now holds exactly the dataset: later parts reuse it
+
+    floors = min(r["kafka_floor"]["orders_per_s"], r["pg_floor"]["orders_per_s"])
+    rate = r["ours"]["orders_per_s"]
+    r["ratios"] = {"ours_to_slower_floor": rate / floors,
+                   "ours_to_naive": rate / r["naive"]["orders_per_s"]}
+    if r["naive"]["sample"] < dataset.n:
+        report.notes.append(f"naive: measured on the first {len(sample):,} orders and "
+                            f"extrapolated to {dataset.n:,}")
+    report.notes.append(f"ours: rate {r['ours']['basis']}, until every order is in PostgreSQL "
+                        "and in the cache")
+    print_ingest(report)
+    return report
+
+
+async def ours(lab: Lab, args: Namespace, dataset: Dataset, pg_url: str,
+               topic: str) -> dict[str, Any]:
+    """Start a worker on the pre-produced topic; time it until all is stored and cached."""
+    settings = {"PG_URL": pg_url, "KAFKA_TOPIC": topic, "KAFKA_GROUP_ID": lab.name("group"),
+                "KAFKA_PARTITIONS": str(args.partitions), "BATCH_SIZE": str(args.batch_size),
+                # room for every order in each partition: nothing is evicted
+                "CACHE_SIZE": str(dataset.n * args.partitions)}
+    worker = lab.start_worker(**settings)
+    profile = (Profile(worker.pid, args.results_dir /
+                       f"{date.today().isoformat()}-ingest-profile.txt").start()
+               if args.profile else None)
+    ready_s, stored_s, cached_s = await asyncio.gather(
+        worker.wait_ready(), worker.wait_stored(pg_url, dataset.n), worker.wait_cached(dataset.n))
+    profiled = profile.stop() if profile else None
+    metrics = await worker.metrics()
+    rss = worker.rss()
+    await lab.stop_worker(worker)
+    done_s = max(stored_s, cached_s)
+    # With a few orders the worker may be done before /ready was first seen.
+    from_ready: Optional[float] = done_s - ready_s if done_s > ready_s else None
+    seconds, basis = ((from_ready, "from /ready") if from_ready is not None
+                      else (done_s, "from process start"))
+    batches = metrics.get("orderstream_db_batch_seconds_count", 0)
+    result: dict[str, Any] = {
+        "settings": settings,  # the rest are the service's defaults
+        "ready_s": ready_s, "stored_s": stored_s, "cached_s": cached_s,
+        "done_from_start_s": done_s, "done_from_ready_s": from_ready,
+        "orders_per_s_from_start": dataset.n / done_s,
+        "orders_per_s_from_ready": dataset.n / from_ready if from_ready else None,
+        "orders_per_s": dataset.n / seconds, "basis": basis,
+        "db_batches": batches,
+        "db_batch_mean_size": metrics.get("orderstream_db_batch_size_sum", 0) / batches if batches else None,
+        "db_batch_seconds_total": metrics.get("orderstream_db_batch_seconds_sum"),
+        "dead_lettered": metrics.get("orderstream_orders_dead_lettered_total", 0),
+        "forwarded": metrics.get("orderstream_orders_forwarded_total", 0),
+        "worker_rss_bytes_at_end": rss,
+    }
+    if profiled:
+        result["profile"] = profiled
+    return result
+
+
+async def kafka_floor(brokers: str, topic: str, n: int, timeout: float) -> dict[str, Any]:
+    """A bare consumer (no group) reading and decoding all ``n`` messages from the start."""
+    started = time.perf_counter()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=brokers, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    count, decoding = 0, 0.0
+    try:
+        while count < n:
+            if time.perf_counter() - started > timeout:
+                raise RuntimeError(f"Kafka floor: {count} of {n} messages within {timeout:.0f}s")
+            batches = await consumer.getmany(timeout_ms=1000)
+            decode_started = time.perf_counter()
+            for messages in batches.values():
+                for message in messages:
+                    decode_order(message.value)
+                count += len(messages)
+            decoding += time.perf_counter() - decode_started
+    finally:
+        await consumer.stop()
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "decode_s": decoding, "orders_per_s": n / seconds}
+
+
+def print_ingest(report: Report) -> None:
+    r, n = report.results, report.parameters["orders"]
+    o = r["ours"]
+    rows = [
+        ["ours: stored and cached", o["orders_per_s"], o["done_from_start_s"], o["done_from_ready_s"]],
+        ["Kafka floor: consume + decode", r["kafka_floor"]["orders_per_s"], r["kafka_floor"]["seconds"], None],
+        ["PostgreSQL floor: upsert_many", r["pg_floor"]["orders_per_s"], r["pg_floor"]["seconds"], None],
+        ["naive: 1 tx/order, 1 INSERT/row", r["naive"]["orders_per_s"], r["naive"]["extrapolated_s"], None],
+    ]
+    show(f"ingest: {n:,} orders, {report.parameters['partitions']} partitions",
+         ["path", "orders/s", "seconds", "s from /ready"], rows,
+         [*report.notes,
+          f"ours/min(floors) = {r['ratios']['ours_to_slower_floor']:.2f}, "
+          f"ours/naive = {r['ratios']['ours_to_naive']:.1f}",
+          f"worker /ready after {o['ready_s']:.1f} s; stored after {o['stored_s']:.1f} s, "
+          f"cached after {o['cached_s']:.1f} s (from process start)"])
