@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from typing import Any, cast
 
 import faust
+from faust.transport.consumer import Consumer
 
 from .config import ConfigError, Settings
 from .logs import logging_config
@@ -100,3 +102,27 @@ cache_updates_topic = app.topic(
     f"{settings.kafka_group_id}-order-cache-updates", key_type=bytes, value_type=bytes,
     partitions=settings.kafka_partitions, internal=True,
 )
+
+
+@app.on_rebalance_complete.connect
+async def rewind_uncommitted_partitions(sender: faust.App, *args: Any, **kwargs: Any) -> None:
+    """Read source partitions that have no committed offset yet from their first message.
+
+    Messages fetched during a rebalance are dropped with the agents' buffers when streams
+    resume; Faust then seeks each partition to its committed offset to fetch them again,
+    but aiokafka does not seek a partition without one (or at 0), so its reading went on
+    past them. A partition handed over before its first commit (say, workers starting
+    together) lost orders and cache updates that way. Sent on each rebalance just before
+    Faust's seek; replaying is safe, as storing and caching are idempotent.
+    """
+    consumer = cast(Consumer, app.consumer)
+    sources = {orders_topic.get_topic_name(), cache_updates_topic.get_topic_name()}
+    assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
+    if not assigned:
+        return
+    committed = await consumer.seek_to_committed()
+    fresh = [tp for tp in assigned if not committed.get(tp)]
+    if fresh:
+        await consumer.seek_wait(await consumer.earliest_offsets(*fresh))
+        logger.info("Reading %d partitions without a committed offset from the start: %s",
+                    len(fresh), ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(fresh)))

@@ -227,7 +227,7 @@ class OrderRepository:
                 except asyncpg.InterfaceError as exc:
                     # A server that goes away mid-transaction surfaces as "cannot call
                     # Transaction.__aexit__(): the underlying connection is closed".
-                    if not conn.is_closed():
+                    if not (conn.is_closed() or isinstance(exc.__context__, TRANSIENT_ERRORS)):
                         raise
                     raise DatabaseUnavailable(f"connection lost: {exc}") from exc
 
