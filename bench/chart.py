@@ -80,7 +80,7 @@ def ingest_axes(axes: Any, ingest: dict[str, Any]) -> None:
     r = ingest["results"]
     paths = [("ours (stored + cached)", r["ours"]["orders_per_s"], OURS[1]),
              ("Kafka floor (consume + decode)", r["kafka_floor"]["orders_per_s"], FLOOR[1]),
-             ("PostgreSQL floor (upsert_many)", r["pg_floor"]["orders_per_s"], FLOOR[1]),
+             ("PostgreSQL floor (upsert_encoded)", r["pg_floor"]["orders_per_s"], FLOOR[1]),
              ("naive (1 tx/order)", r["naive"]["orders_per_s"], "#c0504d")]
     names, rates, colours = zip(*paths)
     axes.barh(names, rates, color=colours)

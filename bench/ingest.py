@@ -4,7 +4,7 @@ All four read or write the same N orders (the same bytes on the same topic, the 
 - ours: a worker started on the topic and an empty database, until every order is in PostgreSQL
   and in the cache;
 - Kafka floor: a bare aiokafka consumer reading and decoding every message;
-- PostgreSQL floor: OrderRepository.upsert_many in batches of BATCH_SIZE, no Kafka;
+- PostgreSQL floor: OrderRepository.upsert_encoded in batches of BATCH_SIZE, no Kafka;
 - naive: one transaction per order, one INSERT per table and per item, on a sample when N is large.
 """
 
@@ -48,7 +48,7 @@ async def run(lab: Lab, args: Namespace) -> Report:
                   "orders_per_s": len(sample) / naive_s,
                   "extrapolated_s": dataset.n * naive_s / len(sample)}
     await truncate(pg_url)
-    pg_s = await write_batches(pg_url, dataset.orders, args.batch_size)
+    pg_s = await write_batches(pg_url, dataset, args.batch_size)
     if await count_orders(pg_url) != dataset.n:
         raise RuntimeError("the PostgreSQL floor did not store every order")
     r["pg_floor"] = {"seconds": pg_s, "orders_per_s": dataset.n / pg_s}
@@ -139,7 +139,7 @@ def print_ingest(report: Report) -> None:
     rows = [
         ["ours: stored and cached", o["orders_per_s"], o["done_from_start_s"], o["done_from_ready_s"]],
         ["Kafka floor: consume + decode", r["kafka_floor"]["orders_per_s"], r["kafka_floor"]["seconds"], None],
-        ["PostgreSQL floor: upsert_many", r["pg_floor"]["orders_per_s"], r["pg_floor"]["seconds"], None],
+        ["PostgreSQL floor: upsert_encoded", r["pg_floor"]["orders_per_s"], r["pg_floor"]["seconds"], None],
         ["naive: 1 tx/order, 1 INSERT/row", r["naive"]["orders_per_s"], r["naive"]["extrapolated_s"], None],
     ]
     show(f"ingest: {n:,} orders, {report.parameters['partitions']} partitions",

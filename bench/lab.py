@@ -141,7 +141,7 @@ class Lab:
         """A database holding ``dataset``, written once per run by the repository's batch path."""
         if dataset.n not in self._seeded:
             url = await self.database()
-            await write_batches(url, dataset.orders, batch_size)
+            await write_batches(url, dataset, batch_size)
             self._seeded[dataset.n] = url
         return self._seeded[dataset.n]
 
@@ -221,14 +221,19 @@ class Lab:
         return self._warm[key]
 
 
-async def write_batches(pg_url: str, orders: Sequence[Order], batch_size: int) -> float:
-    """Upsert ``orders`` through OrderRepository in batches, one at a time; return seconds."""
+async def write_batches(pg_url: str, dataset: Dataset, batch_size: int) -> float:
+    """Upsert the orders through OrderRepository in batches, one at a time; return seconds.
+
+    The worker's call with the bodies it has encoded already (for its cache), so the floor
+    does not encode either.
+    """
+    encoded = list(zip(dataset.uids, dataset.bodies))
     repo = OrderRepository(pg_url)
     await repo.connect()
     try:
         started = time.perf_counter()
-        for first in range(0, len(orders), batch_size):
-            await repo.upsert_many(orders[first:first + batch_size])
+        for first in range(0, len(encoded), batch_size):
+            await repo.upsert_encoded(encoded[first:first + batch_size])
         return time.perf_counter() - started
     finally:
         await repo.close()

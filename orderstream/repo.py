@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import asyncpg
 import orjson
 
-from .models import Order, order_from_dict
+from .models import Order, encode_order, order_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -55,53 +55,72 @@ def translated_errors() -> Iterator[None]:
         raise OrderRejected(str(exc)) from exc
 
 
-UPSERT_ORDERS = """
-INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
-                    delivery_service, shardkey, sm_id, date_created, oof_shard)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[], $9::bigint[], $10::timestamptz[], $11::text[])
-ON CONFLICT (order_uid) DO UPDATE SET
-    track_number = EXCLUDED.track_number, entry = EXCLUDED.entry, locale = EXCLUDED.locale,
-    internal_signature = EXCLUDED.internal_signature, customer_id = EXCLUDED.customer_id,
-    delivery_service = EXCLUDED.delivery_service, shardkey = EXCLUDED.shardkey,
-    sm_id = EXCLUDED.sm_id, date_created = EXCLUDED.date_created,
-    oof_shard = EXCLUDED.oof_shard, stored_at = now()
-"""
-
-UPSERT_DELIVERIES = """
-INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[])
-ON CONFLICT (order_uid) DO UPDATE SET
-    name = EXCLUDED.name, phone = EXCLUDED.phone, zip = EXCLUDED.zip, city = EXCLUDED.city,
-    address = EXCLUDED.address, region = EXCLUDED.region, email = EXCLUDED.email
-"""
-
-UPSERT_PAYMENTS = """
-INSERT INTO payments (order_uid, transaction, request_id, currency, provider, amount, payment_dt,
-                      bank, delivery_cost, goods_total, custom_fee)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                     $7::bigint[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[])
-ON CONFLICT (order_uid) DO UPDATE SET
-    transaction = EXCLUDED.transaction, request_id = EXCLUDED.request_id,
-    currency = EXCLUDED.currency, provider = EXCLUDED.provider, amount = EXCLUDED.amount,
-    payment_dt = EXCLUDED.payment_dt, bank = EXCLUDED.bank,
-    delivery_cost = EXCLUDED.delivery_cost, goods_total = EXCLUDED.goods_total,
-    custom_fee = EXCLUDED.custom_fee
-"""
-
-# A changed order replaces its items: delete the old ones, insert the new ones.
-DELETE_ITEMS = "DELETE FROM items WHERE order_uid = ANY($1::text[])"
-
-INSERT_ITEMS = """
+# A batch is one statement with one parameter: the orders' wire JSON as an array. The
+# server takes the JSON apart; the client sends the bodies it has already encoded (binding
+# ~60 column values an order cost this process more than the rest of storing it). An order
+# stored again replaces the old copy: its rows are updated and items past its new count
+# deleted. Every row of a batch is written in order_uid order (see latest_per_uid).
+UPSERT_BATCH = """
+WITH batch AS MATERIALIZED (
+    SELECT * FROM json_to_recordset($1::json) AS o(
+        order_uid text, track_number text, entry text, delivery json, payment json, items json,
+        locale text, internal_signature text, customer_id text, delivery_service text,
+        shardkey text, sm_id bigint, date_created timestamptz, oof_shard text)
+), upserted_orders AS (
+    INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
+                        delivery_service, shardkey, sm_id, date_created, oof_shard)
+    SELECT order_uid, track_number, entry, locale, internal_signature, customer_id,
+           delivery_service, shardkey, sm_id, date_created, oof_shard FROM batch
+    ON CONFLICT (order_uid) DO UPDATE SET
+        track_number = EXCLUDED.track_number, entry = EXCLUDED.entry, locale = EXCLUDED.locale,
+        internal_signature = EXCLUDED.internal_signature, customer_id = EXCLUDED.customer_id,
+        delivery_service = EXCLUDED.delivery_service, shardkey = EXCLUDED.shardkey,
+        sm_id = EXCLUDED.sm_id, date_created = EXCLUDED.date_created,
+        oof_shard = EXCLUDED.oof_shard, stored_at = now()
+), upserted_deliveries AS (
+    INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
+    SELECT b.order_uid, d.name, d.phone, d.zip, d.city, d.address, d.region, d.email
+    FROM batch b, json_to_record(b.delivery) AS d(name text, phone text, zip text, city text,
+                                                  address text, region text, email text)
+    ON CONFLICT (order_uid) DO UPDATE SET
+        name = EXCLUDED.name, phone = EXCLUDED.phone, zip = EXCLUDED.zip, city = EXCLUDED.city,
+        address = EXCLUDED.address, region = EXCLUDED.region, email = EXCLUDED.email
+), upserted_payments AS (
+    INSERT INTO payments (order_uid, transaction, request_id, currency, provider, amount,
+                          payment_dt, bank, delivery_cost, goods_total, custom_fee)
+    SELECT b.order_uid, p.transaction, p.request_id, p.currency, p.provider, p.amount,
+           p.payment_dt, p.bank, p.delivery_cost, p.goods_total, p.custom_fee
+    FROM batch b, json_to_record(b.payment) AS p(
+        transaction text, request_id text, currency text, provider text, amount bigint,
+        payment_dt bigint, bank text, delivery_cost bigint, goods_total bigint, custom_fee bigint)
+    ON CONFLICT (order_uid) DO UPDATE SET
+        transaction = EXCLUDED.transaction, request_id = EXCLUDED.request_id,
+        currency = EXCLUDED.currency, provider = EXCLUDED.provider, amount = EXCLUDED.amount,
+        payment_dt = EXCLUDED.payment_dt, bank = EXCLUDED.bank,
+        delivery_cost = EXCLUDED.delivery_cost, goods_total = EXCLUDED.goods_total,
+        custom_fee = EXCLUDED.custom_fee
+), removed_items AS (
+    DELETE FROM items i USING batch b
+    WHERE i.order_uid = b.order_uid AND i.position >= json_array_length(b.items)
+)
 INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
                    total_price, nm_id, brand, status)
-SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
-                     $7::text[], $8::int[], $9::text[], $10::bigint[], $11::bigint[], $12::text[],
-                     $13::int[])
+SELECT b.order_uid, i.n - 1, i.chrt_id, i.track_number, i.price, i.rid, i.name, i.sale, i.size,
+       i.total_price, i.nm_id, i.brand, i.status
+FROM batch b, ROWS FROM (json_to_recordset(b.items) AS (
+        chrt_id bigint, track_number text, price bigint, rid text, name text, sale int,
+        size text, total_price bigint, nm_id bigint, brand text, status int))
+    WITH ORDINALITY AS i(chrt_id, track_number, price, rid, name, sale, size, total_price,
+                         nm_id, brand, status, n)
+ON CONFLICT (order_uid, position) DO UPDATE SET
+    chrt_id = EXCLUDED.chrt_id, track_number = EXCLUDED.track_number, price = EXCLUDED.price,
+    rid = EXCLUDED.rid, name = EXCLUDED.name, sale = EXCLUDED.sale, size = EXCLUDED.size,
+    total_price = EXCLUDED.total_price, nm_id = EXCLUDED.nm_id, brand = EXCLUDED.brand,
+    status = EXCLUDED.status
 """
 
-# The whole order as one JSON document, in the wire format's key order: one round trip.
+# The whole order as one JSON document, in the wire format's key order, date_created spelt
+# as encode_order spells it (UTC, "Z", microseconds when there are any): one round trip.
 SELECT_ORDER_JSON = """
 SELECT json_build_object(
     'order_uid', o.order_uid, 'track_number', o.track_number, 'entry', o.entry,
@@ -120,7 +139,9 @@ SELECT json_build_object(
         FROM items i WHERE i.order_uid = o.order_uid),
     'locale', o.locale, 'internal_signature', o.internal_signature,
     'customer_id', o.customer_id, 'delivery_service', o.delivery_service,
-    'shardkey', o.shardkey, 'sm_id', o.sm_id, 'date_created', o.date_created,
+    'shardkey', o.shardkey, 'sm_id', o.sm_id, 'date_created', to_char(
+        o.date_created AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', o.date_created)
+        = o.date_created THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END),
     'oof_shard', o.oof_shard)::text
 FROM orders o
 JOIN deliveries d USING (order_uid)
@@ -132,47 +153,18 @@ GET_ORDER = SELECT_ORDER_JSON + "WHERE o.order_uid = $1"
 LOAD_RECENT = SELECT_ORDER_JSON + "ORDER BY o.date_created DESC, o.order_uid LIMIT $1"
 
 
-def _columns(rows: Iterable[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Transpose rows into one list per column, the shape unnest() takes."""
-    columns: list[list[Any]] = [[] for _ in range(width)]
-    for row in rows:
-        for column, value in zip(columns, row):
-            column.append(value)
-    return columns
-
-
-def _batch_columns(orders: Sequence[Order]) -> dict[str, list[list[Any]]]:
-    """Split orders into the per-table column arrays of one batch."""
-    order_rows, delivery_rows, payment_rows, item_rows = [], [], [], []
-    for o in orders:
-        d, p = o.delivery, o.payment
-        order_rows.append((o.order_uid, o.track_number, o.entry, o.locale, o.internal_signature,
-                           o.customer_id, o.delivery_service, o.shardkey, o.sm_id,
-                           o.date_created, o.oof_shard))
-        delivery_rows.append((o.order_uid, d.name, d.phone, d.zip, d.city, d.address,
-                              d.region, d.email))
-        payment_rows.append((o.order_uid, p.transaction, p.request_id, p.currency, p.provider,
-                             p.amount, p.payment_dt, p.bank, p.delivery_cost, p.goods_total,
-                             p.custom_fee))
-        for position, i in enumerate(o.items):
-            item_rows.append((o.order_uid, position, i.chrt_id, i.track_number, i.price, i.rid,
-                              i.name, i.sale, i.size, i.total_price, i.nm_id, i.brand, i.status))
-    return {
-        "orders": _columns(order_rows, 11),
-        "deliveries": _columns(delivery_rows, 8),
-        "payments": _columns(payment_rows, 11),
-        "items": _columns(item_rows, 13),
-    }
-
-
-def latest_per_uid(orders: Iterable[Order]) -> list[Order]:
+def latest_per_uid(orders: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """Keep the last version of each order, sorted by id.
 
     One statement cannot upsert the same key twice, and a fixed row order keeps
     concurrent batches from deadlocking each other.
     """
-    latest = {order.order_uid: order for order in orders}
-    return [latest[uid] for uid in sorted(latest)]
+    latest = dict(orders)
+    return [(uid, latest[uid]) for uid in sorted(latest)]
+
+
+def json_array(bodies: Iterable[bytes]) -> str:
+    return (b"[" + b",".join(bodies) + b"]").decode()
 
 
 class OrderRepository:
@@ -211,31 +203,39 @@ class OrderRepository:
 
     async def upsert_many(self, orders: Sequence[Order]) -> None:
         """Store a batch in one transaction; an order stored again replaces the old copy."""
+        await self.upsert_encoded([(order.order_uid, encode_order(order)) for order in orders])
+
+    async def upsert_encoded(self, orders: Iterable[tuple[str, bytes]]) -> None:
+        """upsert_many for orders already encoded: (order_uid, wire JSON from encode_order)."""
         batch = latest_per_uid(orders)
         if not batch:
             return
-        columns = _batch_columns(batch)
+        document = json_array(body for _, body in batch)
         with translated_errors():
             async with self.pool.acquire() as conn:
                 try:
-                    async with conn.transaction():
-                        await conn.execute(UPSERT_ORDERS, *columns["orders"])
-                        await conn.execute(UPSERT_DELIVERIES, *columns["deliveries"])
-                        await conn.execute(UPSERT_PAYMENTS, *columns["payments"])
-                        await conn.execute(DELETE_ITEMS, columns["orders"][0])
-                        await conn.execute(INSERT_ITEMS, *columns["items"])
+                    await conn.execute(UPSERT_BATCH, document)
                 except asyncpg.InterfaceError as exc:
-                    # A server that goes away mid-transaction surfaces as "cannot call
-                    # Transaction.__aexit__(): the underlying connection is closed".
+                    # A server that goes away mid-statement can surface as "the underlying
+                    # connection is closed".
                     if not (conn.is_closed() or isinstance(exc.__context__, TRANSIENT_ERRORS)):
                         raise
                     raise DatabaseUnavailable(f"connection lost: {exc}") from exc
 
     async def get(self, order_uid: str) -> Optional[Order]:
         """The whole order in one round trip, or None when there is none."""
+        body = await self.get_body(order_uid)
+        return None if body is None else order_from_dict(orjson.loads(body))
+
+    async def get_body(self, order_uid: str) -> Optional[bytes]:
+        """The order's wire JSON, byte for byte what encode_order gives; None when absent.
+
+        Not validated again: it was valid when stored. orjson only makes PostgreSQL's
+        spaced-out JSON compact.
+        """
         with translated_errors():
             document = await self.pool.fetchval(GET_ORDER, order_uid)
-        return None if document is None else order_from_dict(orjson.loads(document))
+        return None if document is None else orjson.dumps(orjson.loads(document))
 
     async def load_recent(self, limit: int) -> list[Order]:
         """The newest orders by date_created, newest first (the cache warm-up)."""

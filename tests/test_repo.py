@@ -110,6 +110,27 @@ async def test_get_missing_order_is_none(repo: OrderRepository) -> None:
     assert await repo.get("no-such-order") is None
 
 
+@pytest.mark.parametrize("created", [
+    "2021-11-26T06:22:19Z", "2021-11-26T06:22:19.000001Z", "2021-11-26T06:22:19.120000Z",
+    "2021-11-26T09:22:19.5+03:00", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"])
+async def test_stored_body_is_the_wire_json_byte_for_byte(
+        repo: OrderRepository, order_dict: OrderDict, created: str) -> None:
+    order = order_from_dict(order_dict({"date_created": created,
+                                        "delivery.name": "Ünïcode \"quoted\" \\ name"}))
+    await repo.upsert_many([order])
+
+    assert await repo.get_body(order.order_uid) == encode_order(order)
+
+
+async def test_generated_orders_come_back_as_the_bodies_they_were_stored_as(
+        repo: OrderRepository) -> None:
+    orders = list(random_orders(seed=31, n=200))
+    await repo.upsert_encoded([(order.order_uid, encode_order(order)) for order in orders])
+
+    for order in orders:
+        assert await repo.get_body(order.order_uid) == encode_order(order)
+
+
 async def test_load_recent_is_newest_first_and_limited(repo: OrderRepository,
                                                        order_dict: OrderDict) -> None:
     created = {"middle": "2024-02-01T00:00:00Z", "oldest": "2023-01-01T00:00:00Z",
