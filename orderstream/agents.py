@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
@@ -13,7 +14,8 @@ from faust.types import EventT, StreamT
 
 from . import metrics
 from .app import app, cache_updates_topic, dead_letter_topic, orders_topic, settings
-from .models import InvalidOrder, Order, decode_order, encode_order
+from .bundles import MalformedBundle, bundle, unbundle
+from .models import InvalidOrder, Order, decode_order_and_body, encode_order
 from .logs import order_context, where
 from .repo import DatabaseUnavailable, OrderRejected
 from .shutdown import exit_unfinished, run_to_completion
@@ -32,6 +34,7 @@ class Accepted:
     order: Order
     key: bytes
     body: bytes
+    partition: int  # the order_uid's
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,14 @@ def sort_events(events: Iterable[EventT]) -> Sorted:
     result = Sorted([], [], [])
     for event in events:
         try:
-            order = decode_order(event.value)
+            order, body = decode_order_and_body(event.value)
         except InvalidOrder as exc:
             result.rejected.append(Rejected(event, exc.reason, str(exc),
                                             claimed_order_uid(event.value)))
             continue
         key = order.order_uid.encode()
-        accepted = Accepted(event, order, key, encode_order(order))
-        if event.message.partition == partition_of(key):
+        accepted = Accepted(event, order, key, body, partition_of(key))
+        if event.message.partition == accepted.partition:
             result.accepted.append(accepted)
         else:
             result.misplaced.append(accepted)
@@ -114,16 +117,16 @@ async def forward_to_owner(misplaced: Sequence[Accepted]) -> None:
     sent = []
     for item in misplaced:
         logger.debug("Forwarding order %s from %s to partition %d", item.order.order_uid,
-                     where(item.event), partition_of(item.key),
+                     where(item.event), item.partition,
                      extra=order_context(item.event, item.order.order_uid))
         sent.append(await orders_topic.send(
             key=item.key, value=item.event.message.value,
-            partition=partition_of(item.key), headers=source_headers(item.event)))
+            partition=item.partition, headers=source_headers(item.event)))
     await asyncio.gather(*sent)
     metrics.orders_forwarded.inc(len(misplaced))
 
 
-async def store_until_durable(orders: Sequence[Order]) -> None:
+async def store_until_durable(orders: Sequence[Accepted]) -> None:
     """Upsert the batch, retrying with capped backoff while PostgreSQL is unavailable.
 
     Never gives up: moving on would commit offsets of orders that are not stored.
@@ -133,7 +136,7 @@ async def store_until_durable(orders: Sequence[Order]) -> None:
     while True:
         try:
             started = time.perf_counter()
-            await app.repo.upsert_many(orders)
+            await app.repo.upsert_encoded((item.order.order_uid, item.body) for item in orders)
         except DatabaseUnavailable as exc:
             metrics.db_unavailable.inc()
             if outage_started is None:
@@ -154,7 +157,7 @@ async def store_until_durable(orders: Sequence[Order]) -> None:
 async def store_isolating_rejects(batch: Sequence[Accepted]) -> list[Accepted]:
     """Store a batch; when PostgreSQL refuses it, store order by order and return the refused."""
     try:
-        await store_until_durable([item.order for item in batch])
+        await store_until_durable(batch)
         return []
     except OrderRejected:
         if len(batch) == 1:
@@ -162,7 +165,7 @@ async def store_isolating_rejects(batch: Sequence[Accepted]) -> list[Accepted]:
     refused = []
     for item in batch:
         try:
-            await store_until_durable([item.order])
+            await store_until_durable([item])
         except OrderRejected:
             refused.append(item)
     return refused
@@ -170,18 +173,33 @@ async def store_isolating_rejects(batch: Sequence[Accepted]) -> list[Accepted]:
 
 @app.agent(orders_topic)
 async def store_orders(stream: StreamT[bytes]) -> None:
-    """Validate, persist and cache incoming orders, at least once."""
-    async for events in stream.take_events(settings.batch_size, within=settings.batch_wait):
-        # Faust acks the batch when this loop moves on, however it moves on: the batch
-        # must be done by then (see shutdown.py).
-        await run_to_completion(handle_batch(events))
+    """Validate, persist and cache incoming orders, at least once.
+
+    Batches overlap: one is validated while the one before it is written, so this process
+    and PostgreSQL work side by side; writes stay in order, one batch at a time. Events are
+    acked by hand, once their batch is stored and cached: a batch abandoned half-way is
+    never committed, Kafka delivers it again.
+    """
+    writing: Optional[asyncio.Future[None]] = None
+    try:
+        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait):
+            try:
+                batch = sort_events(events)
+            except Exception:
+                exit_unfinished("Unexpected error while validating a batch")
+            if writing is not None:
+                await run_to_completion(writing)
+            writing = asyncio.ensure_future(write_batch(stream, events, batch))
+    finally:
+        # Stopping: finish the batch in hand (shutdown.py bounds how long that may take).
+        if writing is not None and not writing.done():
+            await run_to_completion(writing)
 
 
-async def handle_batch(events: Sequence[EventT]) -> None:
-    """Forward, store, dead-letter and cache one batch; a bug ends the process uncommitted."""
+async def write_batch(stream: StreamT[bytes], events: Sequence[EventT], batch: Sorted) -> None:
+    """Forward, store, dead-letter and cache one batch, then ack it; a bug ends the process."""
     try:
         metrics.orders_consumed.inc(len(events))
-        batch = sort_events(events)
         await forward_to_owner(batch.misplaced)
         refused = await store_isolating_rejects(batch.accepted)
         await dead_letter([*batch.rejected, *(
@@ -190,20 +208,24 @@ async def handle_batch(events: Sequence[EventT]) -> None:
             for item in refused)])
         stored = [item for item in batch.accepted if item not in refused]
         metrics.orders_stored.inc(len(stored))
-        await update_cache([(item.key, item.body) for item in stored])
+        await update_cache([(item.partition, item.key, item.body) for item in stored])
     except Exception:
         exit_unfinished("Unexpected error while handling a batch")
+    for event in events:
+        await stream.ack(event)
 
 
-async def update_cache(entries: Sequence[tuple[bytes, bytes]], *,
+async def update_cache(entries: Sequence[tuple[int, bytes, bytes]], *,
                        warm_up: bool = False) -> None:
-    """Send stored orders to the cache agent, on the partition of their order_uid."""
-    if not recent_orders.enabled:
+    """Send stored orders (partition, key, body) to the cache agent, bundled by partition."""
+    if not recent_orders.enabled or not entries:
         return
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+    for partition, key, body in entries:
+        by_partition[partition].append((key, body))
     headers = [(WARM_UP_HEADER, b"1")] if warm_up else None
-    sent = [await cache_updates_topic.send(key=key, value=body, partition=partition_of(key),
-                                           headers=headers)
-            for key, body in entries]
+    sent = [await cache_updates_topic.send(value=data, partition=partition, headers=headers)
+            for partition, group in by_partition.items() for data in bundle(group)]
     await asyncio.gather(*sent)
 
 
@@ -211,11 +233,14 @@ async def update_cache(entries: Sequence[tuple[bytes, bytes]], *,
 async def cache_orders(stream: StreamT[bytes]) -> None:
     """Write stored orders into the cache Table; a warm-up never replaces a newer entry."""
     async for event in stream.events():
-        key = event.key
-        warm_up = WARM_UP_HEADER in dict(event.headers or {})
-        if key is None or (warm_up and recent_orders.lookup(key) is not None):
+        try:
+            entries = unbundle(event.value)
+        except MalformedBundle as exc:
+            # Only the cache misses out: the orders are stored, lookups read PostgreSQL.
+            logger.error("Skipping a cache update at %s: %s", where(event), exc)
             continue
-        recent_orders.remember(event.message.partition, key, event.value)
+        warm_up = WARM_UP_HEADER in dict(event.headers or {})
+        await recent_orders.remember(event.message.partition, entries, keep_newer=warm_up)
 
 
 @app.task
@@ -230,9 +255,12 @@ async def warm_up_when_empty() -> None:
         return
     owned = {tp.partition for tp in app.assignor.assigned_actives()
              if tp.topic == cache_updates_topic.get_topic_name()}
-    # Each worker warms the partitions it owns.
-    entries = [(key, encode_order(order)) for order in orders
-               if partition_of(key := order.order_uid.encode()) in owned]
+    entries = []
+    for order in orders:  # each worker warms the partitions it owns
+        key = order.order_uid.encode()
+        partition = partition_of(key)
+        if partition in owned:
+            entries.append((partition, key, encode_order(order)))
     await update_cache(entries, warm_up=True)
     logger.info("Cache warm-up: %d of %d recent orders sent to this worker's partitions",
                 len(entries), len(orders))

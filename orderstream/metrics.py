@@ -2,18 +2,19 @@
 
 Counters and histograms are updated where things happen (agents, views); the cache size and
 the consumer lag are read from the worker's state when Prometheus scrapes, so no background
-task keeps them. Faust's own sensor (messages, events, sends, commits, rebalances, table
-operations) records into the same registry under ``orderstream_faust_``.
+task keeps them. Faust's own sensor (sends, commits, offsets, rebalances) records into the same
+registry under ``orderstream_faust_``.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import prometheus_client
 from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from faust.types import TP
+from faust import web
+from faust.types import TP, AppT, CollectionT, EventT, Message, StreamT
 from faust.types.transports import ConsumerT
 from prometheus_client import (
     CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector,
@@ -128,6 +129,48 @@ def consumer_lag(consumer: ConsumerT, topic: str) -> Iterator[tuple[TP, int]]:
             yield tp, max(end - (committed.get(tp) or 0), 0)
 
 
+class LeanPrometheusMonitor(PrometheusMonitor):
+    """Faust's Prometheus sensor without its per-message, per-event and per-request hooks.
+
+    Each looks up a labelled series for every message, event and lookup: about 8% of the
+    worker's CPU while ingesting, more on cache hits. The counters above measure the same
+    flow once per batch. Kept: commits, committed and end offsets, rebalances, assignments,
+    sends.
+    """
+
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
+        pass
+
+    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
+        pass
+
+    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT,
+                           event: EventT) -> Optional[dict]:
+        return None
+
+    def on_stream_event_out(self, tp: TP, offset: int, stream: StreamT, event: EventT,
+                            state: Optional[dict] = None) -> None:
+        pass
+
+    def on_table_get(self, table: CollectionT, key: Any) -> None:
+        pass
+
+    def on_table_set(self, table: CollectionT, key: Any, value: Any) -> None:
+        pass
+
+    def on_table_del(self, table: CollectionT, key: Any) -> None:
+        pass
+
+    def on_web_request_start(self, app: AppT, request: web.Request, *,
+                             view: Optional[web.View] = None) -> dict:
+        return {}
+
+    def on_web_request_end(self, app: AppT, request: web.Request,
+                           response: Optional[web.Response], state: dict, *,
+                           view: Optional[web.View] = None) -> None:
+        pass
+
+
 registry.register(WorkerState())
 # Faust's sensor without setup_prometheus_sensors, which would add a second /metrics page.
-app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(registry, "orderstream_faust"))
+app.monitor = LeanPrometheusMonitor(metrics=FaustMetrics.create(registry, "orderstream_faust"))

@@ -32,7 +32,7 @@ R = TypeVar("R", bound=faust.Record)
 
 __all__ = [
     "Delivery", "Payment", "Item", "Order", "InvalidOrder", "ORDER_UID_MAX_LENGTH",
-    "is_valid_order_uid", "decode_order", "order_from_dict", "order_to_dict", "encode_order",
+    "is_valid_order_uid", "decode_order", "decode_order_and_body", "order_from_dict", "order_to_dict", "encode_order",
     "format_timestamp",
 ]
 
@@ -106,13 +106,27 @@ _PAYMENT_KEYS = tuple(Payment._options.fields)
 _ITEM_KEYS = tuple(Item._options.fields)
 
 
-def decode_order(raw: bytes) -> Order:
-    """Parse one message value; raise InvalidOrder (``not_json`` when it is not JSON at all)."""
+def _parse(raw: bytes) -> Any:
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:  # also bad UTF-8, empty and None (tombstone) values
         raise InvalidOrder(NOT_JSON, [f"order: not valid JSON ({exc})"]) from None
-    return order_from_dict(data)
+
+
+def decode_order(raw: bytes) -> Order:
+    """Parse one message value; raise InvalidOrder (``not_json`` when it is not JSON at all)."""
+    return order_from_dict(_parse(raw))
+
+
+def decode_order_and_body(raw: bytes) -> tuple[Order, bytes]:
+    """decode_order, and the order's wire JSON (what encode_order returns), in one pass.
+
+    The body is encoded from the validated plain values, before they become Records: a
+    fifth of what encoding the Records costs, and the ingest path needs both.
+    """
+    fields = validate_order(_parse(raw))
+    body = orjson.dumps({key: fields[key] for key in _ORDER_KEYS}, option=orjson.OPT_UTC_Z)
+    return _order_from_fields(fields), body
 
 
 def _record(cls: type[R], fields: dict[str, Any]) -> R:
@@ -130,7 +144,10 @@ def _record(cls: type[R], fields: dict[str, Any]) -> R:
 
 def order_from_dict(data: object) -> Order:
     """Validate decoded JSON and build the Records; raise InvalidOrder listing every problem."""
-    fields = validate_order(data)
+    return _order_from_fields(validate_order(data))
+
+
+def _order_from_fields(fields: dict[str, Any]) -> Order:
     fields["delivery"] = _record(Delivery, fields["delivery"])
     fields["payment"] = _record(Payment, fields["payment"])
     fields["items"] = [_record(Item, item) for item in fields["items"]]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from datetime import datetime
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
 
 from .app import app, settings
+from .changelog import Change, ChangelogWriter
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,14 @@ class RecentOrders:
 
     The bound is per partition (CACHE_SIZE / partitions) because each partition has one
     owner that can evict from it. The eviction order is kept in memory and rebuilt from
-    the table (by date_created) after every rebalance.
+    the table (by date_created) after every rebalance. Writes go through a ChangelogWriter,
+    a bundle at a time.
     """
 
-    def __init__(self, table: faust.Table, *, size: int, partitions: int, enabled: bool) -> None:
+    def __init__(self, table: faust.Table, writer: ChangelogWriter, *, size: int,
+                 partitions: int, enabled: bool) -> None:
         self.table = table
+        self.writer = writer
         self.enabled = enabled
         self.partitions = partitions
         self.capacity = max(1, size // partitions)
@@ -56,7 +60,10 @@ class RecentOrders:
         self._order.clear()
 
     def lookup(self, key: bytes) -> Optional[bytes]:
-        return self.table.get(key) if self.enabled else None
+        """The cached body of the order, if this worker holds the key's partition and order."""
+        if not self.enabled:
+            return None
+        return self.writer.store.get(partition_of(key, self.partitions), key)
 
     def size(self) -> Optional[int]:
         """Orders cached in this worker's active partitions, counted without a table scan.
@@ -73,17 +80,27 @@ class RecentOrders:
     def is_empty(self) -> bool:
         return next(iter(self.table.keys()), None) is None
 
-    def remember(self, partition: int, key: bytes, body: bytes) -> None:
-        """Store one order; call inside stream iteration of an event of ``partition``."""
+    async def remember(self, partition: int, entries: Sequence[tuple[bytes, bytes]], *,
+                       keep_newer: bool = False) -> None:
+        """Store orders of ``partition``, evicting the oldest beyond capacity.
+
+        Call inside stream iteration of an event of ``partition``. With ``keep_newer`` (a
+        warm-up), an order already cached is left as it is: the cached copy is newer.
+        """
         if not self.enabled:
             return
         order = self._order_of(partition)
-        self.table[key] = body
-        order[key] = None
-        order.move_to_end(key)
+        changes: list[Change] = []
+        for key, body in entries:
+            if keep_newer and key in order:
+                continue
+            changes.append((key, body))
+            order[key] = None
+            order.move_to_end(key)
         while len(order) > self.capacity:
             oldest, _ = order.popitem(last=False)
-            del self.table[oldest]
+            changes.append((oldest, None))
+        await self.writer.write(partition, changes)
 
     def _order_of(self, partition: int) -> OrderedDict[bytes, None]:
         if partition not in self._order:
@@ -105,6 +122,7 @@ class RecentOrders:
 
 recent_orders = RecentOrders(
     order_cache,
+    ChangelogWriter(order_cache, lambda: app.batch_producer),
     size=settings.cache_size,
     partitions=settings.kafka_partitions,
     enabled=settings.cache_enabled,

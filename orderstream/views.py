@@ -15,7 +15,7 @@ from yarl import URL
 
 from . import metrics
 from .app import app, settings
-from .models import ORDER_UID_MAX_LENGTH, encode_order, is_valid_order_uid
+from .models import ORDER_UID_MAX_LENGTH, is_valid_order_uid
 from .repo import DatabaseUnavailable
 from .tables import order_cache, partition_of, recent_orders
 
@@ -33,18 +33,32 @@ def error_body(message: str, **details: str) -> bytes:
     return orjson.dumps({"error": message, **details})
 
 
-def owner_of(key: bytes) -> Optional[URL]:
-    """The web address of the worker whose partition holds ``key``, if the assignment is known.
+class Owners:
+    """Which worker's web address serves each cache partition, per assignment.
 
-    Reads the assignment's changelog distribution directly: the router's key_store needs the
-    producer's topic metadata, which a worker that has not sent anything yet lacks.
+    Read from the assignment's changelog distribution: the router's key_store needs the
+    producer's topic metadata, which a worker that has not sent anything yet lacks. Faust
+    replaces the distribution on each assignment, so the map is rebuilt when it changes
+    instead of on every lookup.
     """
-    partition = partition_of(key)
-    changelog = order_cache.changelog_topic.get_topic_name()
-    for url, partitions_by_topic in app.router.tables_metadata().items():
-        if partition in partitions_by_topic.get(changelog, ()):
-            return URL(url)
-    return None
+
+    def __init__(self) -> None:
+        self._distribution: object = None
+        self._urls: dict[int, URL] = {}
+
+    def of(self, key: bytes) -> Optional[URL]:
+        """The owner of ``key``'s partition; None while the assignment is unknown."""
+        distribution = app.router.tables_metadata()
+        if distribution is not self._distribution:
+            changelog = order_cache.changelog_topic.get_topic_name()
+            self._urls = {partition: URL(url)
+                          for url, partitions_by_topic in distribution.items()
+                          for partition in partitions_by_topic.get(changelog, ())}
+            self._distribution = distribution
+        return self._urls.get(partition_of(key))
+
+
+owners = Owners()
 
 
 def is_self(url: URL) -> bool:
@@ -91,7 +105,7 @@ async def get_order(web: View, request: Request, order_uid: str) -> Response:
     use_cache = recent_orders.enabled and request.query.get("nocache") not in ("1", "true")
     if use_cache:
         key = order_uid.encode()
-        owner = owner_of(key)
+        owner = owners.of(key)
         if owner is not None and not is_self(owner) and FORWARDED_HEADER not in request.headers:
             routed = await ask_owner(owner, request)
             if routed is not None:
@@ -105,12 +119,12 @@ async def get_order(web: View, request: Request, order_uid: str) -> Response:
                 return answer(body, 200, "cache")
             metrics.cache_misses.inc()
     try:
-        order = await app.repo.get(order_uid)
+        body = await app.repo.get_body(order_uid)
     except DatabaseUnavailable as exc:
         return answer(error_body("database unavailable", detail=str(exc)), 503, "db")
-    if order is None:
+    if body is None:
         return answer(error_body("order not found", order_uid=order_uid), 404, "db")
-    return answer(encode_order(order), 200, "db")
+    return answer(body, 200, "db")
 
 
 @app.page("/")

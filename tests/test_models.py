@@ -19,6 +19,7 @@ from orderstream.models import (
     Order,
     Payment,
     decode_order,
+    decode_order_and_body,
     encode_order,
     is_valid_order_uid,
     order_from_dict,
@@ -121,6 +122,36 @@ def test_date_created_is_encoded_in_utc(order_dict: OrderDict, sent: str, return
     order = order_from_dict(order_dict({"date_created": sent}))
 
     assert order_to_dict(order)["date_created"] == returned
+
+
+@pytest.mark.parametrize("sent", [
+    "2021-11-26T06:22:19Z", "2021-11-26T06:22:19.000001Z", "2021-11-26T06:22:19.123456789Z",
+    "2021-11-26T09:22:19+03:00", "0001-01-01T03:00:00+03:00"])
+@pytest.mark.parametrize("extra", [{}, {"extra": 1, "delivery.extra": "x", "items[0].extra": []}])
+def test_decoding_with_body_gives_what_decoding_then_encoding_gives(
+        order_dict: OrderDict, sent: str, extra: dict[str, Any]) -> None:
+    raw = orjson.dumps(order_dict({"date_created": sent, **extra}))
+
+    order, body = decode_order_and_body(raw)
+
+    assert order == decode_order(raw)
+    assert body == encode_order(decode_order(raw))
+
+
+def test_generated_orders_decode_with_the_body_they_were_sent_as() -> None:
+    for order in random_orders(seed=11, n=300, now=NOW):
+        raw = encode_order(order)
+        assert decode_order_and_body(raw) == (order, raw)
+
+
+def test_decoding_with_body_rejects_what_decoding_rejects(order_dict: OrderDict) -> None:
+    raw = orjson.dumps(order_dict({"payment.amount": "1"}))
+    with pytest.raises(InvalidOrder) as caught:
+        decode_order_and_body(raw)
+    with pytest.raises(InvalidOrder) as expected:
+        decode_order(raw)
+    assert (caught.value.reason, caught.value.errors) == (expected.value.reason,
+                                                          expected.value.errors)
 
 
 def test_encoding_a_naive_datetime_is_refused(model_json: bytes) -> None:

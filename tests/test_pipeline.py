@@ -242,6 +242,32 @@ async def test_cache_holds_at_most_cache_size_orders_the_newest(
     assert sources == ["db"] * 7 + ["cache"] * 5
 
 
+async def test_evicted_orders_stay_evicted_after_a_changelog_replay(
+        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
+        http: aiohttp.ClientSession) -> None:
+    # The memory store starts empty: the restarted worker has only what the changelog says,
+    # so evictions must be in it (as tombstones) as surely as the orders are.
+    rng = random.Random(19)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    orders = [random_order(rng, now=start + timedelta(minutes=i)) for i in range(12)]
+    settings = {"KAFKA_PARTITIONS": "1", "CACHE_SIZE": "5", "CACHE_STORE": "memory://"}
+    worker = await start_worker("replayed", **settings)
+    await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
+    for order in orders[-5:]:
+        await eventually(lambda: served_from(http, worker, order.order_uid, "cache"))
+    assert worker.stop() == 0
+    conn = await asyncpg.connect(pipeline_env["PG_URL"])
+    await conn.execute("TRUNCATE orders CASCADE")
+    await conn.close()
+
+    restarted = await start_worker("replayed", **settings)
+    for order in orders[-5:]:
+        await eventually(lambda: served_from(http, restarted, order.order_uid, "cache"),
+                         what=f"{order.order_uid} replayed")
+    answers = [(await lookup(http, restarted, o.order_uid))[:2] for o in orders[:7]]
+    assert [(status, headers["X-Source"]) for status, headers in answers] == [(404, "db")] * 7
+
+
 async def test_postgresql_outage_pauses_consumption_and_loses_nothing(
         start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer) -> None:
     orders = list(random_orders(23, 300))
