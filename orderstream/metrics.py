@@ -77,9 +77,16 @@ http_request_seconds = Histogram(
     registry=registry)
 
 
+_request_series: dict[tuple[str, Optional[str], int], Histogram] = {}
+
+
 def observe_request(route: str, source: Optional[str], status: int, seconds: float) -> None:
     """Record one answered request; ``source`` is its X-Source header, if any."""
-    http_request_seconds.labels(route, source or "none", str(status)).observe(seconds)
+    series = _request_series.get((route, source, status))
+    if series is None:  # labels() validates and locks: once per series, not per request
+        series = _request_series[route, source, status] = http_request_seconds.labels(
+            route, source or "none", str(status))
+    series.observe(seconds)
 
 
 class WorkerState(Collector):

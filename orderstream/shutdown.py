@@ -1,10 +1,10 @@
 """Bounded shutdown: finish the batch in hand, or exit without committing it.
 
-Faust acks the events of a taken batch when the batch's generator closes, and commits
-acked offsets while stopping. A batch abandoned half-way (cancelled by the stop, or failed
-by a bug) would therefore be committed without being stored. So the batch in hand runs to
-completion even when the worker is asked to stop, and when it cannot complete in time the
-process exits at once, before anything is committed; Kafka redelivers the batch.
+The agent acks a batch's events only once the batch is stored and cached, and Faust commits
+acked offsets while stopping. So the batch in hand runs to completion even when the worker
+is asked to stop (a clean hand-over, nothing consumed twice); when it cannot complete in
+time, or a bug breaks it, the process exits at once with EXIT_UNFINISHED and the batch,
+never acked, is consumed again after the restart.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ from typing import Iterable, Optional, Sequence
 
 import faust
 import orjson
-from aiokafka.partitioner import murmur2
 
+from . import partitioner
 from .app import app, settings
 from .changelog import Change, ChangelogWriter
 
@@ -29,8 +29,8 @@ order_cache = app.Table(
 
 
 def partition_of(key: bytes, partitions: int = settings.kafka_partitions) -> int:
-    """The partition Kafka's default partitioner (murmur2) gives this key."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    """The partition of ``key`` among this service's KAFKA_PARTITIONS (see partitioner.py)."""
+    return partitioner.partition_of(key, partitions)
 
 
 def created_at(body: bytes) -> datetime:
@@ -59,11 +59,11 @@ class RecentOrders:
         """Drop the eviction order; it is rebuilt from the table on next use."""
         self._order.clear()
 
-    def lookup(self, key: bytes) -> Optional[bytes]:
-        """The cached body of the order, if this worker holds the key's partition and order."""
+    def lookup(self, partition: int, key: bytes) -> Optional[bytes]:
+        """The cached body of the order, if this worker holds its partition and the order."""
         if not self.enabled:
             return None
-        return self.writer.store.get(partition_of(key, self.partitions), key)
+        return self.writer.store.get(partition, key)
 
     def size(self) -> Optional[int]:
         """Orders cached in this worker's active partitions, counted without a table scan.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Optional
@@ -34,7 +35,7 @@ def error_body(message: str, **details: str) -> bytes:
 
 
 class Owners:
-    """Which worker's web address serves each cache partition, per assignment.
+    """Which other worker's web address serves each cache partition, per assignment.
 
     Read from the assignment's changelog distribution: the router's key_store needs the
     producer's topic metadata, which a worker that has not sent anything yet lacks. Faust
@@ -44,18 +45,19 @@ class Owners:
 
     def __init__(self) -> None:
         self._distribution: object = None
-        self._urls: dict[int, URL] = {}
+        self._others: dict[int, URL] = {}
 
-    def of(self, key: bytes) -> Optional[URL]:
-        """The owner of ``key``'s partition; None while the assignment is unknown."""
+    def other_than_self(self, partition: int) -> Optional[URL]:
+        """The owner of ``partition`` if it is another worker; None if it is this one or unknown."""
         distribution = app.router.tables_metadata()
         if distribution is not self._distribution:
             changelog = order_cache.changelog_topic.get_topic_name()
-            self._urls = {partition: URL(url)
-                          for url, partitions_by_topic in distribution.items()
-                          for partition in partitions_by_topic.get(changelog, ())}
+            self._others = {partition: url
+                            for address, partitions_by_topic in distribution.items()
+                            if not is_self(url := URL(address))
+                            for partition in partitions_by_topic.get(changelog, ())}
             self._distribution = distribution
-        return self._urls.get(partition_of(key))
+        return self._others.get(partition)
 
 
 owners = Owners()
@@ -64,6 +66,15 @@ owners = Owners()
 def is_self(url: URL) -> bool:
     own = app.conf.canonical_url
     return (url.host, url.port) == (own.host, own.port)
+
+
+@functools.cache
+def served_by() -> str:
+    return str(app.conf.canonical_url)
+
+
+def wants_database(request: Request) -> bool:
+    return bool(request.query_string) and request.query.get("nocache") in ("1", "true")
 
 
 async def ask_owner(owner: URL, request: Request) -> Optional[aioweb.Response]:
@@ -92,8 +103,7 @@ async def get_order(web: View, request: Request, order_uid: str) -> Response:
     def answer(body: bytes, status: int, source: Optional[str] = None) -> Response:
         elapsed = time.perf_counter() - started
         metrics.observe_request(ORDER_ROUTE, source, status, elapsed)
-        headers = {"X-Duration-ms": f"{elapsed * 1000:.3f}",
-                   "X-Served-By": str(app.conf.canonical_url)}
+        headers = {"X-Duration-ms": f"{elapsed * 1000:.3f}", "X-Served-By": served_by()}
         if source:
             headers["X-Source"] = source
         return web.bytes(body, content_type="application/json", status=status, headers=headers)
@@ -102,18 +112,18 @@ async def get_order(web: View, request: Request, order_uid: str) -> Response:
         return answer(error_body(
             f"invalid order_uid: use 1 to {ORDER_UID_MAX_LENGTH} letters, digits, '-' or '_'",
             order_uid=order_uid[:100]), 400)
-    use_cache = recent_orders.enabled and request.query.get("nocache") not in ("1", "true")
-    if use_cache:
+    if recent_orders.enabled and not wants_database(request):
         key = order_uid.encode()
-        owner = owners.of(key)
-        if owner is not None and not is_self(owner) and FORWARDED_HEADER not in request.headers:
+        partition = partition_of(key)
+        owner = owners.other_than_self(partition)
+        if owner is not None and FORWARDED_HEADER not in request.headers:
             routed = await ask_owner(owner, request)
             if routed is not None:
                 metrics.observe_request(ORDER_ROUTE, routed.headers.get("X-Source"),
                                         routed.status, time.perf_counter() - started)
                 return routed
         else:
-            body = recent_orders.lookup(key)
+            body = recent_orders.lookup(partition, key)
             if body is not None:
                 metrics.cache_hits.inc()
                 return answer(body, 200, "cache")
