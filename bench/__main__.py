@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=positive(int), default=4, help="KAFKA_PARTITIONS")
     p.add_argument("--batch-size", type=positive(int), default=500,
                    help="BATCH_SIZE of the worker and of the PostgreSQL floor")
-    p.add_argument("--naive-sample", type=positive(int), default=10_000,
+    p.add_argument("--naive-sample", type=positive(int), default=5_000,
                    help="ingest: orders the naive design stores (extrapolated to --orders)")
     p.add_argument("--duration", type=positive(float), default=10.0,
                    help="lookup: seconds of load per cell (whole seconds with wrk)")

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from aiokafka import AIOKafkaConsumer
 
-from orderstream.models import decode_order
+from orderstream.models import Order, decode_order
 
 from .flamegraph import Profile
 from .lab import Dataset, Lab, count_orders, truncate, write_batches
@@ -39,19 +39,17 @@ async def run(lab: Lab, args: Namespace) -> Report:
                   "body_bytes_mean": sum(map(len, dataset.bodies)) / dataset.n,
                   "items_mean": sum(len(o.items) for o in dataset.orders) / dataset.n}
 
-    r["ours"] = await ours(lab, args, dataset, pg_url, topic)
-    r["kafka_floor"] = await kafka_floor(lab.brokers, topic, dataset.n, lab.timeout)
+    # The floors and the naive design run before and after ours and the faster run counts:
+    # on a shared machine a slow spell during a baseline would flatter ours.
     sample = dataset.orders[:report.parameters["naive_sample"]]
+    before = await baselines(lab, dataset, sample, pg_url, topic, args.batch_size)
     await truncate(pg_url)
-    naive_s = await store_naively(pg_url, sample)
-    r["naive"] = {"sample": len(sample), "sample_s": naive_s,
-                  "orders_per_s": len(sample) / naive_s,
-                  "extrapolated_s": dataset.n * naive_s / len(sample)}
-    await truncate(pg_url)
-    pg_s = await write_batches(pg_url, dataset, args.batch_size)
-    if await count_orders(pg_url) != dataset.n:
-        raise RuntimeError("the PostgreSQL floor did not store every order")
-    r["pg_floor"] = {"seconds": pg_s, "orders_per_s": dataset.n / pg_s}
+    r["ours"] = await ours(lab, args, dataset, pg_url, topic)
+    after = await baselines(lab, dataset, sample, pg_url, topic, args.batch_size)
+    for name in ("kafka_floor", "naive", "pg_floor"):
+        runs = [before[name], after[name]]
+        r[name] = {**max(runs, key=lambda run: run["orders_per_s"]),
+                   "runs_orders_per_s": [run["orders_per_s"] for run in runs]}
     lab.adopt_seeded(dataset, pg_url)  # it now holds exactly the dataset: later parts reuse it
 
     floors = min(r["kafka_floor"]["orders_per_s"], r["pg_floor"]["orders_per_s"])
@@ -61,6 +59,8 @@ async def run(lab: Lab, args: Namespace) -> Report:
     if r["naive"]["sample"] < dataset.n:
         report.notes.append(f"naive: measured on the first {len(sample):,} orders and "
                             f"extrapolated to {dataset.n:,}")
+    report.notes.append("floors and naive: run before and after ours, the faster run counts "
+                        "(orders/s of both runs in the results file)")
     report.notes.append(f"ours: rate {r['ours']['basis']}, until every order is in PostgreSQL "
                         "and in the cache")
     print_ingest(report)
@@ -106,6 +106,24 @@ async def ours(lab: Lab, args: Namespace, dataset: Dataset, pg_url: str,
     }
     if profiled:
         result["profile"] = profiled
+    return result
+
+
+async def baselines(lab: Lab, dataset: Dataset, sample: list[Order], pg_url: str, topic: str,
+                    batch_size: int) -> dict[str, dict[str, Any]]:
+    """The Kafka floor, the naive design and the PostgreSQL floor, once each; the database
+    ends up holding exactly the dataset."""
+    result = {"kafka_floor": await kafka_floor(lab.brokers, topic, dataset.n, lab.timeout)}
+    await truncate(pg_url)
+    naive_s = await store_naively(pg_url, sample)
+    result["naive"] = {"sample": len(sample), "sample_s": naive_s,
+                       "orders_per_s": len(sample) / naive_s,
+                       "extrapolated_s": dataset.n * naive_s / len(sample)}
+    await truncate(pg_url)
+    pg_s = await write_batches(pg_url, dataset, batch_size)
+    if await count_orders(pg_url) != dataset.n:
+        raise RuntimeError("the PostgreSQL floor did not store every order")
+    result["pg_floor"] = {"seconds": pg_s, "orders_per_s": dataset.n / pg_s}
     return result
 
 
