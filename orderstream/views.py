@@ -95,18 +95,19 @@ async def ask_owner(owner: URL, request: Request) -> Optional[aioweb.Response]:
                            content_type="application/json", headers=headers)
 
 
-@app.page(ORDER_ROUTE)
-async def get_order(web: View, request: Request, order_uid: str) -> Response:
+async def get_order(request: aioweb.Request) -> aioweb.Response:
     """Return one order, from the cache when it has it, else from PostgreSQL."""
     started = time.perf_counter()
+    order_uid = request.match_info["order_uid"]
 
-    def answer(body: bytes, status: int, source: Optional[str] = None) -> Response:
+    def answer(body: bytes, status: int, source: Optional[str] = None) -> aioweb.Response:
         elapsed = time.perf_counter() - started
         metrics.observe_request(ORDER_ROUTE, source, status, elapsed)
         headers = {"X-Duration-ms": f"{elapsed * 1000:.3f}", "X-Served-By": served_by()}
         if source:
             headers["X-Source"] = source
-        return web.bytes(body, content_type="application/json", status=status, headers=headers)
+        return aioweb.Response(body=body, status=status, content_type="application/json",
+                               headers=headers)
 
     if not is_valid_order_uid(order_uid):
         return answer(error_body(
@@ -157,4 +158,7 @@ async def prometheus_metrics(web: View, request: Request) -> Response:
                      headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
+# The hot route is a plain aiohttp handler on Faust's web server: Faust's View layer (dispatch,
+# sensors, response wrapping) cost ~8% of a cache hit and gives this route nothing.
+app.web.web_app.router.add_get(ORDER_ROUTE, get_order)
 app.web.add_static("/static/", settings.web_dir)
