@@ -11,6 +11,9 @@ All four read or write the same N orders (the same bytes on the same topic, the 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 from argparse import Namespace
 from datetime import date
@@ -23,7 +26,7 @@ from orderstream.models import Order, decode_order
 from .flamegraph import Profile
 from .lab import Dataset, Lab, count_orders, truncate, write_batches
 from .naive import store_naively
-from .report import Report, show
+from .report import REPO_ROOT, Report, show
 
 
 async def run(lab: Lab, args: Namespace) -> Report:
@@ -51,11 +54,14 @@ async def run(lab: Lab, args: Namespace) -> Report:
         r[name] = {**max(runs, key=lambda run: run["orders_per_s"]),
                    "runs_orders_per_s": [run["orders_per_s"] for run in runs]}
     lab.adopt_seeded(dataset, pg_url)  # it now holds exactly the dataset: later parts reuse it
+    # Not a floor of the issue's: it shows how much of the gap Faust itself accounts for.
+    r["faust_floor"] = await faust_floor(lab, topic, dataset.n, args.batch_size)
 
     floors = min(r["kafka_floor"]["orders_per_s"], r["pg_floor"]["orders_per_s"])
     rate = r["ours"]["orders_per_s"]
     r["ratios"] = {"ours_to_slower_floor": rate / floors,
-                   "ours_to_naive": rate / r["naive"]["orders_per_s"]}
+                   "ours_to_naive": rate / r["naive"]["orders_per_s"],
+                   "ours_to_faust_floor": rate / r["faust_floor"]["orders_per_s"]}
     if r["naive"]["sample"] < dataset.n:
         report.notes.append(f"naive: measured on the first {len(sample):,} orders and "
                             f"extrapolated to {dataset.n:,}")
@@ -127,6 +133,28 @@ async def baselines(lab: Lab, dataset: Dataset, sample: list[Order], pg_url: str
     return result
 
 
+async def faust_floor(lab: Lab, topic: str, n: int, batch_size: int) -> dict[str, Any]:
+    """bench/faust_floor_app.py on the topic: Faust taking and acking every message."""
+    result = lab.path("faust-floor-result")
+    env = {**os.environ, "FLOOR_TOPIC": topic, "FLOOR_ORDERS": str(n),
+           "FLOOR_GROUP": lab.name("faust-floor"), "KAFKA_BROKERS": lab.brokers,
+           "BATCH_SIZE": str(batch_size), "FLOOR_DATA_DIR": str(lab.path("faust-floor")),
+           "FLOOR_RESULT": str(result)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "faust", "-A", "bench.faust_floor_app", "worker", "-l", "warn",
+        "--without-web", env=env, cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT)
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), lab.timeout)
+    except asyncio.TimeoutError:
+        process.kill()
+        raise RuntimeError(f"Faust floor: not done within {lab.timeout:.0f}s") from None
+    if process.returncode != 0 or not result.exists():
+        raise RuntimeError(f"Faust floor exited with {process.returncode}: "
+                           f"{output.decode(errors='replace')[-2000:]}")
+    return json.loads(result.read_text())
+
+
 async def kafka_floor(brokers: str, topic: str, n: int, timeout: float) -> dict[str, Any]:
     """A bare consumer (no group) reading and decoding all ``n`` messages from the start."""
     started = time.perf_counter()
@@ -158,12 +186,15 @@ def print_ingest(report: Report) -> None:
         ["ours: stored and cached", o["orders_per_s"], o["done_from_start_s"], o["done_from_ready_s"]],
         ["Kafka floor: consume + decode", r["kafka_floor"]["orders_per_s"], r["kafka_floor"]["seconds"], None],
         ["PostgreSQL floor: upsert_encoded", r["pg_floor"]["orders_per_s"], r["pg_floor"]["seconds"], None],
+        ["Faust: take + ack, nothing else", r["faust_floor"]["orders_per_s"], r["faust_floor"]["seconds"], None],
         ["naive: 1 tx/order, 1 INSERT/row", r["naive"]["orders_per_s"], r["naive"]["extrapolated_s"], None],
     ]
     show(f"ingest: {n:,} orders, {report.parameters['partitions']} partitions",
          ["path", "orders/s", "seconds", "s from /ready"], rows,
          [*report.notes,
           f"ours/min(floors) = {r['ratios']['ours_to_slower_floor']:.2f}, "
-          f"ours/naive = {r['ratios']['ours_to_naive']:.1f}",
+          f"ours/naive = {r['ratios']['ours_to_naive']:.1f}, "
+          f"ours/Faust's own = {r['ratios']['ours_to_faust_floor']:.2f} (Faust: not a floor "
+          "of the issue's, shown for what Faust's per-message work leaves)",
           f"worker /ready after {o['ready_s']:.1f} s; stored after {o['stored_s']:.1f} s, "
           f"cached after {o['cached_s']:.1f} s (from process start)"])

@@ -67,7 +67,9 @@ async def test_every_part_runs_and_records_complete_results(
     assert_positive("ingest.kafka_floor", ingest["kafka_floor"], "seconds", "orders_per_s")
     assert_positive("ingest.pg_floor", ingest["pg_floor"], "seconds", "orders_per_s")
     assert_positive("ingest.naive", ingest["naive"], "sample", "orders_per_s", "extrapolated_s")
-    assert_positive("ingest.ratios", ingest["ratios"], "ours_to_slower_floor", "ours_to_naive")
+    assert_positive("ingest.faust_floor", ingest["faust_floor"], "seconds", "orders_per_s")
+    assert_positive("ingest.ratios", ingest["ratios"], "ours_to_slower_floor", "ours_to_naive",
+                    "ours_to_faust_floor")
 
     cells = {cell["kind"]: cell for cell in results["lookup"]["results"]["cells"]}
     assert sorted(cells) == sorted(KINDS)
