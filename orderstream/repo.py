@@ -57,21 +57,24 @@ def translated_errors() -> Iterator[None]:
 
 # A batch is one statement with one parameter: the orders' wire JSON as an array. The
 # server takes the JSON apart; the client sends the bodies it has already encoded (binding
-# ~60 column values an order cost this process more than the rest of storing it). An order
-# stored again replaces the old copy: its rows are updated and items past its new count
-# deleted. Every row of a batch is written in order_uid order (see latest_per_uid).
+# ~60 column values an order cost this process more than the rest of storing it). Each body
+# is kept, verbatim, in orders.body for lookups. An order stored again replaces the old copy:
+# its rows are updated and items past its new count deleted. Every row of a batch is written
+# in order_uid order (see latest_per_uid).
 UPSERT_BATCH = """
 WITH batch AS MATERIALIZED (
-    SELECT * FROM json_to_recordset($1::json) AS o(
+    SELECT element.value::text AS body, o.*
+    FROM json_array_elements($1::json) AS element, json_to_record(element.value) AS o(
         order_uid text, track_number text, entry text, delivery json, payment json, items json,
         locale text, internal_signature text, customer_id text, delivery_service text,
         shardkey text, sm_id bigint, date_created timestamptz, oof_shard text)
 ), upserted_orders AS (
     INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
-                        delivery_service, shardkey, sm_id, date_created, oof_shard)
+                        delivery_service, shardkey, sm_id, date_created, oof_shard, body)
     SELECT order_uid, track_number, entry, locale, internal_signature, customer_id,
-           delivery_service, shardkey, sm_id, date_created, oof_shard FROM batch
+           delivery_service, shardkey, sm_id, date_created, oof_shard, body FROM batch
     ON CONFLICT (order_uid) DO UPDATE SET
+        body = EXCLUDED.body,
         track_number = EXCLUDED.track_number, entry = EXCLUDED.entry, locale = EXCLUDED.locale,
         internal_signature = EXCLUDED.internal_signature, customer_id = EXCLUDED.customer_id,
         delivery_service = EXCLUDED.delivery_service, shardkey = EXCLUDED.shardkey,
@@ -119,9 +122,10 @@ ON CONFLICT (order_uid, position) DO UPDATE SET
     status = EXCLUDED.status
 """
 
-# The whole order as one JSON document, in the wire format's key order, date_created spelt
-# as encode_order spells it (UTC, "Z", microseconds when there are any): one round trip.
-SELECT_ORDER_JSON = """
+# An order's wire JSON built from its rows, for an order stored without its body (before
+# migration 0002, or by another writer): the wire format's key order, date_created spelt as
+# encode_order spells it (UTC, "Z", microseconds when there are any).
+ORDER_DOCUMENT = """(
 SELECT json_build_object(
     'order_uid', o.order_uid, 'track_number', o.track_number, 'entry', o.entry,
     'delivery', json_build_object(
@@ -143,14 +147,15 @@ SELECT json_build_object(
         o.date_created AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', o.date_created)
         = o.date_created THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END),
     'oof_shard', o.oof_shard)::text
-FROM orders o
-JOIN deliveries d USING (order_uid)
-JOIN payments p USING (order_uid)
-"""
+FROM deliveries d, payments p
+WHERE d.order_uid = o.order_uid AND p.order_uid = o.order_uid)"""
 
-GET_ORDER = SELECT_ORDER_JSON + "WHERE o.order_uid = $1"
+# The body stored with the order (one row by key, no join), or, without one, built from the rows.
+SELECT_BODY = f"SELECT o.body, CASE WHEN o.body IS NULL THEN {ORDER_DOCUMENT} END FROM orders o "
 
-LOAD_RECENT = SELECT_ORDER_JSON + "ORDER BY o.date_created DESC, o.order_uid LIMIT $1"
+GET_ORDER = SELECT_BODY + "WHERE o.order_uid = $1"
+
+LOAD_RECENT = SELECT_BODY + "ORDER BY o.date_created DESC, o.order_uid LIMIT $1"
 
 
 def latest_per_uid(orders: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
@@ -165,6 +170,14 @@ def latest_per_uid(orders: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes
 
 def json_array(bodies: Iterable[bytes]) -> str:
     return (b"[" + b",".join(bodies) + b"]").decode()
+
+
+def wire_json(body: Optional[str], built: Optional[str]) -> bytes:
+    """A SELECT_BODY row as the wire JSON: the stored body as it is, else the built document
+    made compact (PostgreSQL's JSON text has spaces around its colons)."""
+    if body is not None:
+        return body.encode()
+    return orjson.dumps(orjson.loads(built or "null"))
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
@@ -237,15 +250,14 @@ class OrderRepository:
     async def get_body(self, order_uid: str) -> Optional[bytes]:
         """The order's wire JSON, byte for byte what encode_order gives; None when absent.
 
-        Not validated again: it was valid when stored. orjson only makes PostgreSQL's
-        spaced-out JSON compact.
+        Not validated again: it was valid when stored.
         """
         with translated_errors():
-            document = await self.pool.fetchval(GET_ORDER, order_uid)
-        return None if document is None else orjson.dumps(orjson.loads(document))
+            row = await self.pool.fetchrow(GET_ORDER, order_uid)
+        return None if row is None else wire_json(*row)
 
     async def load_recent(self, limit: int) -> list[Order]:
         """The newest orders by date_created, newest first (the cache warm-up)."""
         with translated_errors():
             rows = await self.pool.fetch(LOAD_RECENT, limit)
-        return [order_from_dict(orjson.loads(row[0])) for row in rows]
+        return [order_from_dict(orjson.loads(wire_json(*row))) for row in rows]

@@ -8,13 +8,17 @@ import asyncpg
 import pytest
 from yarl import URL
 
+from bench.naive import store_one
 from orderstream.config import Settings
+from orderstream.generator import random_orders
 from orderstream.migrations import migrate_database
+from orderstream.models import encode_order
+from orderstream.repo import OrderRepository
 
 SQL_DIR = Settings().sql_dir  # the files production applies
 
 TABLES = {"orders", "deliveries", "payments", "items"}
-MIGRATIONS = ["0001.create-orders"]
+MIGRATIONS = ["0001.create-orders", "0002.order-body"]
 
 # Our tables only: yoyo keeps its own bookkeeping tables in the same schema.
 LIST_TABLES = """
@@ -57,6 +61,15 @@ def assert_full_schema(tables: set[str], indexes: dict[str, str]) -> None:
     assert "ON public.orders USING btree (date_created DESC)" in indexes["orders_date_created_idx"]
 
 
+async def columns(url: str, table: str) -> set[str]:
+    conn = await asyncpg.connect(url)
+    try:
+        return {row[0] for row in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table)}
+    finally:
+        await conn.close()
+
+
 async def test_up_creates_the_schema_once(fresh_database: str) -> None:
     assert await schema(fresh_database) == (set(), {})
     assert await migrate(fresh_database) == MIGRATIONS
@@ -67,7 +80,7 @@ async def test_up_creates_the_schema_once(fresh_database: str) -> None:
 
 async def test_down_drops_everything_and_up_recreates_it(fresh_database: str) -> None:
     await migrate(fresh_database)
-    assert await migrate(fresh_database, down=True) == MIGRATIONS
+    assert await migrate(fresh_database, down=True) == MIGRATIONS[::-1]
     tables, indexes = await schema(fresh_database)
     assert tables == set() and "orders_date_created_idx" not in indexes
     assert await migrate(fresh_database) == MIGRATIONS
@@ -76,13 +89,41 @@ async def test_down_drops_everything_and_up_recreates_it(fresh_database: str) ->
 
 async def test_up_sql_is_idempotent_without_yoyo(fresh_database: str) -> None:
     # The Docker image's init script applies the files with psql, and yoyo may apply them again.
-    up_sql = (SQL_DIR / "0001.create-orders.sql").read_text()
     conn = await asyncpg.connect(fresh_database)
     try:
-        await conn.execute(up_sql)
-        await conn.execute(up_sql)
+        for _ in range(2):
+            for name in MIGRATIONS:
+                await conn.execute((SQL_DIR / f"{name}.sql").read_text())
     finally:
         await conn.close()
+    assert "body" in await columns(fresh_database, "orders")
     assert_full_schema(*await schema(fresh_database))
     assert await migrate(fresh_database) == MIGRATIONS  # yoyo still records it, over the tables
     assert_full_schema(*await schema(fresh_database))
+
+
+async def test_orders_stored_before_the_body_column_are_served_as_before(
+        fresh_database: str) -> None:
+    # An order written under 0001 alone (rows only), and one added after 0002 without a body
+    # (another writer): both are built from their rows, byte for byte the wire JSON.
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute((SQL_DIR / "0001.create-orders.sql").read_text())
+        old, later = random_orders(seed=8, n=2)
+        await store_one(conn, old)
+        await migrate(fresh_database)
+        assert "body" in await columns(fresh_database, "orders")
+        await store_one(conn, later)  # its row has no body
+        assert await conn.fetchval("SELECT body IS NULL FROM orders WHERE order_uid = $1",
+                                   later.order_uid)
+    finally:
+        await conn.close()
+    repo = OrderRepository(fresh_database)
+    await repo.connect()
+    try:
+        for order in (old, later):
+            assert await repo.get_body(order.order_uid) == encode_order(order)
+        assert {o.order_uid for o in await repo.load_recent(10)} == {old.order_uid,
+                                                                      later.order_uid}
+    finally:
+        await repo.close()
