@@ -81,6 +81,8 @@ def ingest_axes(axes: Any, ingest: dict[str, Any]) -> None:
     paths = [("ours (stored + cached)", r["ours"]["orders_per_s"], OURS[1]),
              ("Kafka floor (consume + decode)", r["kafka_floor"]["orders_per_s"], FLOOR[1]),
              ("PostgreSQL floor (upsert_encoded)", r["pg_floor"]["orders_per_s"], FLOOR[1]),
+             *([("Faust (take + ack, nothing else)", r["faust_floor"]["orders_per_s"], FLOOR[0])]
+               if "faust_floor" in r else []),
              ("naive (1 tx/order)", r["naive"]["orders_per_s"], "#c0504d")]
     names, rates, colours = zip(*paths)
     axes.barh(names, rates, color=colours)

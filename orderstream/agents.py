@@ -7,8 +7,9 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence, cast
 
+import faust
 import orjson
 from faust.types import EventT, StreamT
 
@@ -182,7 +183,9 @@ async def store_orders(stream: StreamT[bytes]) -> None:
     """
     writing: Optional[asyncio.Future[None]] = None
     try:
-        async for events in stream.noack_take(settings.batch_size, within=settings.batch_wait):
+        batches = cast(faust.Stream, stream).noack_take(settings.batch_size,  # not in StreamT
+                                                        within=settings.batch_wait)
+        async for events in batches:
             try:
                 batch = sort_events(events)
             except Exception:

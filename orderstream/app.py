@@ -51,7 +51,7 @@ class OrderApp(faust.App):
     producer sends message by message; see changelog.py).
     """
 
-    def __init__(self, settings: Settings, **kwargs: object) -> None:
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
         host, port = settings.http_addr
         public_host = socket.gethostname() if host in ("0.0.0.0", "::") else host
         super().__init__(
@@ -141,7 +141,7 @@ cache_updates_topic = app.topic(
 )
 
 
-@app.on_rebalance_complete.connect
+@app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's typing rejects async receivers
 async def rewind_uncommitted_partitions(sender: faust.App, *args: Any, **kwargs: Any) -> None:
     """Read source partitions that have no committed offset yet from their first message.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from yarl import URL
 
@@ -163,7 +163,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Read every setting from ``env``; an invalid value raises ConfigError naming it."""
         env = os.environ if env is None else env
-        values = {}
+        values: dict[str, Any] = {}
         for field in fields(cls):
             name = field.name.upper()
             raw = env.get(name)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
+from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
 from .app import app, orders_topic
@@ -40,7 +42,7 @@ def assignment_check() -> Check:
 
 
 def recovery_check() -> Check:
-    if app.in_recovery or not app.tables.recovery.completed.is_set():
+    if app.in_recovery or not cast(TableManager, app.tables).recovery.completed.is_set():
         return Check(False, "the cache table is being recovered")
     return Check(True, "recovered")
 

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 # Keys are the order_uid's UTF-8 bytes and values the order's JSON body, both "raw":
 # the producer, the changelog and the router then hash the same bytes to the same partition,
 # and a cache hit is served without serialising anything.
-order_cache = app.Table(
+order_cache: faust.Table = app.Table(  # type: ignore[assignment]  # typed as TableT
     "order-cache",
     key_type=bytes,
     value_type=bytes,
@@ -129,6 +129,6 @@ recent_orders = RecentOrders(
 )
 
 
-@app.on_partitions_revoked.connect
-async def _forget_eviction_order(app: faust.App, revoked: set, **kwargs: object) -> None:
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's typing rejects async receivers
+async def _forget_eviction_order(app: faust.App, *args: object, **kwargs: object) -> None:
     recent_orders.forget_order()
