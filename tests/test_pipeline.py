@@ -189,9 +189,7 @@ async def test_restarted_worker_serves_its_cache_without_postgresql(
     assert worker.stop() == 0
 
     # With the rows gone from PostgreSQL, only recovered cache state can answer.
-    conn = await asyncpg.connect(pipeline_env["PG_URL"])
-    await conn.execute("TRUNCATE orders CASCADE")
-    await conn.close()
+    await truncate_orders(pipeline_env["PG_URL"])
     restarted = await start_worker("restarted", CACHE_STORE=store)
     for order in orders:
         body = await eventually(lambda: served_from(http, restarted, order.order_uid, "cache"),
@@ -226,12 +224,25 @@ async def test_cache_disabled_serves_every_lookup_from_postgresql(
         assert (status, headers["X-Source"], body) == (200, "db", encode_order(order))
 
 
+def orders_a_minute_apart(seed: int, n: int) -> list[Order]:
+    """``n`` random orders created a minute apart, oldest first."""
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return [random_order(rng, now=start + timedelta(minutes=i)) for i in range(n)]
+
+
+async def truncate_orders(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute("TRUNCATE orders CASCADE")
+    finally:
+        await conn.close()
+
+
 async def test_cache_holds_at_most_cache_size_orders_the_newest(
         start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
         http: aiohttp.ClientSession) -> None:
-    rng = random.Random(17)
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    orders = [random_order(rng, now=start + timedelta(minutes=i)) for i in range(12)]
+    orders = orders_a_minute_apart(seed=17, n=12)
     worker = await start_worker(KAFKA_PARTITIONS="1", CACHE_SIZE="5")
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
     await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders})
@@ -247,18 +258,14 @@ async def test_evicted_orders_stay_evicted_after_a_changelog_replay(
         http: aiohttp.ClientSession) -> None:
     # The memory store starts empty: the restarted worker has only what the changelog says,
     # so evictions must be in it (as tombstones) as surely as the orders are.
-    rng = random.Random(19)
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    orders = [random_order(rng, now=start + timedelta(minutes=i)) for i in range(12)]
+    orders = orders_a_minute_apart(seed=19, n=12)
     settings = {"KAFKA_PARTITIONS": "1", "CACHE_SIZE": "5", "CACHE_STORE": "memory://"}
     worker = await start_worker("replayed", **settings)
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
     for order in orders[-5:]:
         await eventually(lambda: served_from(http, worker, order.order_uid, "cache"))
     assert worker.stop() == 0
-    conn = await asyncpg.connect(pipeline_env["PG_URL"])
-    await conn.execute("TRUNCATE orders CASCADE")
-    await conn.close()
+    await truncate_orders(pipeline_env["PG_URL"])
 
     restarted = await start_worker("replayed", **settings)
     for order in orders[-5:]:
