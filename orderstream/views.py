@@ -160,7 +160,17 @@ async def prometheus_metrics(web: View, request: Request) -> Response:
                      headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
+async def order_uid_missing(request: aioweb.Request) -> aioweb.Response:
+    """GET /order/ without an id: a JSON 400, like every other bad lookup."""
+    return aioweb.Response(
+        body=error_body("order_uid is required: GET /order/{order_uid}"), status=400,
+        content_type="application/json")
+
+
 # The hot route is a plain aiohttp handler on Faust's web server: Faust's View layer (dispatch,
 # sensors, response wrapping) cost ~8% of a cache hit and gives this route nothing.
-cast(AiohttpWeb, app.web).web_app.router.add_get(ORDER_ROUTE, get_order)
+_router = cast(AiohttpWeb, app.web).web_app.router
+_router.add_get(ORDER_ROUTE, get_order)
+_router.add_get("/order/", order_uid_missing)
+_router.add_get("/order", order_uid_missing)
 app.web.add_static("/static/", settings.web_dir)

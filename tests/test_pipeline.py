@@ -91,6 +91,11 @@ async def test_sent_order_is_stored_cached_and_served(
     assert status == 400
     assert "invalid order_uid" in orjson.loads(body)["error"]
 
+    for path in ("/order/", "/order"):
+        async with http.get(f"{worker.url}{path}") as reply:
+            assert (reply.status, reply.content_type) == (400, "application/json"), path
+            assert "order_uid is required" in (await reply.json())["error"]
+
 
 def orderstream_equal(body: bytes, expected: bytes) -> bool:
     """Same JSON, and the same key order at every level."""
