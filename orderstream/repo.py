@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import asyncpg
 import orjson
@@ -260,4 +260,6 @@ class OrderRepository:
         """The newest orders by date_created, newest first (the cache warm-up)."""
         with translated_errors():
             rows = await self.pool.fetch(LOAD_RECENT, limit)
-        return [order_from_dict(orjson.loads(wire_json(*row))) for row in rows]
+        # The stored body, else the document built from the rows: parsed either way.
+        return [order_from_dict(orjson.loads(body if body is not None else built))
+                for body, built in rows]

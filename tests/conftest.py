@@ -20,7 +20,7 @@ from orderstream.config import Settings
 from orderstream.migrations import migrate_database
 from orderstream.repo import OrderRepository
 
-from .harness import Worker
+from .harness import Worker, admin_execute
 
 _SHARED_MODEL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "model.json"
 _LOCAL_MODEL = Path(__file__).resolve().parent / "fixtures" / "model.json"  # a copy, for lone checkouts
@@ -94,14 +94,6 @@ async def database_url(pg_server: str) -> Any:
     yield url
     # A new connection: the outage test restarts PostgreSQL in between.
     await admin_execute(pg_server, f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-async def admin_execute(url: str, statement: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 @pytest.fixture

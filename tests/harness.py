@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Mapping, Optional, TypeVar
 
 import aiohttp
+import asyncpg
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +37,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def admin_execute(url: str, statement: str) -> None:
+    """Run one statement on a connection of its own (not the repository's pool)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 def orderstream_command(*args: str, env: Mapping[str, str], timeout: float = 60

@@ -12,7 +12,6 @@ import shlex
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import pytest

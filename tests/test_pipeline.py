@@ -18,7 +18,7 @@ from orderstream.models import Order, encode_order, order_from_dict
 from orderstream.repo import OrderRepository
 from orderstream.shutdown import EXIT_UNFINISHED
 
-from .harness import REPO_ROOT, Worker, eventually, orderstream_command
+from .harness import REPO_ROOT, Worker, admin_execute, eventually, orderstream_command
 
 MODEL_UID = "b563feb7b2b84b6test"
 
@@ -194,7 +194,7 @@ async def test_restarted_worker_serves_its_cache_without_postgresql(
     assert worker.stop() == 0
 
     # With the rows gone from PostgreSQL, only recovered cache state can answer.
-    await truncate_orders(pipeline_env["PG_URL"])
+    await admin_execute(pipeline_env["PG_URL"], "TRUNCATE orders CASCADE")
     restarted = await start_worker("restarted", CACHE_STORE=store)
     for order in orders:
         body = await eventually(lambda: served_from(http, restarted, order.order_uid, "cache"),
@@ -236,14 +236,6 @@ def orders_a_minute_apart(seed: int, n: int) -> list[Order]:
     return [random_order(rng, now=start + timedelta(minutes=i)) for i in range(n)]
 
 
-async def truncate_orders(pg_url: str) -> None:
-    conn = await asyncpg.connect(pg_url)
-    try:
-        await conn.execute("TRUNCATE orders CASCADE")
-    finally:
-        await conn.close()
-
-
 async def test_cache_holds_at_most_cache_size_orders_the_newest(
         start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
         http: aiohttp.ClientSession) -> None:
@@ -270,7 +262,7 @@ async def test_evicted_orders_stay_evicted_after_a_changelog_replay(
     for order in orders[-5:]:
         await eventually(lambda: served_from(http, worker, order.order_uid, "cache"))
     assert worker.stop() == 0
-    await truncate_orders(pipeline_env["PG_URL"])
+    await admin_execute(pipeline_env["PG_URL"], "TRUNCATE orders CASCADE")
 
     restarted = await start_worker("replayed", **settings)
     for order in orders[-5:]:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, TypeVar
 
 import aiohttp
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -109,17 +108,9 @@ async def timed(awaitable: Awaitable[T]) -> tuple[T, float]:
     return result, time.monotonic()
 
 
-async def order_count(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return int(await conn.fetchval("SELECT count(*) FROM orders"))
-    finally:
-        await conn.close()
-
-
 async def wait_count(database_url: str, at_least: int, timeout: float = 120) -> None:
     async def enough() -> Optional[int]:
-        count = await order_count(database_url)
+        count = (await row_counts(database_url))["orders"]
         return count if count >= at_least else None
     await eventually(enough, timeout=timeout, interval=0.2,
                      what=f"at least {at_least} orders in PostgreSQL")
