@@ -64,6 +64,16 @@ def parse_positive_float(raw: str) -> float:
     return value
 
 
+def parse_non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("Not a valid number.") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("Must be zero or a positive number.")
+    return value
+
+
 def parse_http_addr(raw: str) -> tuple[str, int]:
     """Split Go-style ``host:port`` (``:8081`` means every interface)."""
     host, sep, port_text = raw.rpartition(":")
@@ -140,6 +150,19 @@ class Settings:
     pg_pool_size: int = 4
     db_retry_max: float = 5.0
     shutdown_timeout: float = 20.0
+    # HTTP limits (issue 10): connections served at once, seconds to send a request's
+    # headers, seconds an idle keep-alive connection is kept.
+    http_max_connections: int = 1000
+    http_header_timeout: float = 10.0
+    http_idle_timeout: float = 30.0
+    # Seconds a date_created may lie ahead of this clock before the order is invalid.
+    max_clock_skew: float = 300.0
+    # Replicas of each topic the service creates; 0 = the broker's default.
+    kafka_replication_factor: int = 0
+    # RocksDB memory and disk bounds for the cache Table, in MiB.
+    rocksdb_write_buffer_mb: int = 4
+    rocksdb_block_cache_mb: int = 16
+    rocksdb_max_wal_mb: int = 16
     log_level: str = "INFO"
     log_format: str = "text"
     web_dir: Path = Path(__file__).resolve().parent.parent / "web"
@@ -197,6 +220,14 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "pg_pool_size": parse_positive_int,
     "db_retry_max": parse_positive_float,
     "shutdown_timeout": parse_positive_float,
+    "http_max_connections": parse_positive_int,
+    "http_header_timeout": parse_positive_float,
+    "http_idle_timeout": parse_positive_float,
+    "max_clock_skew": parse_non_negative_float,
+    "kafka_replication_factor": parse_non_negative_int,
+    "rocksdb_write_buffer_mb": parse_positive_int,
+    "rocksdb_block_cache_mb": parse_positive_int,
+    "rocksdb_max_wal_mb": parse_positive_int,
     "log_level": parse_log_level,
     "log_format": parse_log_format,
     "web_dir": Path,

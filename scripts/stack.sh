@@ -2,9 +2,9 @@
 # Docker-free local stack for orderstream: Kafka (single KRaft node, jars from
 # Maven Central) and PostgreSQL (Debian packages, our own cluster).
 #
-# Usage: scripts/stack.sh up|down|status|fetch|logs|pg-stop|pg-start
+# Usage: scripts/stack.sh up|down|status|fetch|logs|pg-stop|pg-start|kafka-stop|kafka-start
 # Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (9092),
-#        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432)
+#        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432), KAFKA_LIBS (<STACK_DIR>/kafka/libs)
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,7 +15,8 @@ KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 PG_PORT=${PG_PORT:-5432}
 
 KAFKA_DIR=$STACK_DIR/kafka
-KAFKA_LIBS=$KAFKA_DIR/libs
+# KAFKA_LIBS may point elsewhere: a second stack (tests) shares the fetched jars.
+KAFKA_LIBS=$(realpath -m "${KAFKA_LIBS:-$KAFKA_DIR/libs}")
 KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_PROPS=$KAFKA_DIR/server.properties
 KAFKA_LOG=$KAFKA_DIR/kafka.log
@@ -330,5 +331,7 @@ case ${1:-} in
   logs) cmd_logs ;;
   pg-stop) need_root; pg_down ;;   # the outage tests stop and start PostgreSQL alone
   pg-start) need_root; pg_up ;;
-  *) echo "usage: $0 up|down|status|fetch|logs|pg-stop|pg-start" >&2; exit 2 ;;
+  kafka-stop) need_root; kafka_down ;;   # the broker-outage tests, on a stack of their own
+  kafka-start) need_root; mkdir -p "$KAFKA_DIR"; kafka_up ;;
+  *) echo "usage: $0 up|down|status|fetch|logs|pg-stop|pg-start|kafka-stop|kafka-start" >&2; exit 2 ;;
 esac

@@ -1,0 +1,109 @@
+"""A Kafka broker or PostgreSQL server of one test's own, started by scripts/stack.sh.
+
+Fault tests stop, kill and wipe these instead of the shared stack, so the rest of the suite
+(and other test runs on the machine) never sees the fault. They reuse the shared stack's
+fetched Kafka jars and installed PostgreSQL; only the data and the ports are their own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .harness import REPO_ROOT, free_port
+
+STACK_SCRIPT = REPO_ROOT / "scripts" / "stack.sh"
+SHARED_KAFKA_LIBS = REPO_ROOT / ".stack" / "kafka" / "libs"
+
+
+@dataclass
+class PrivateStack:
+    """One stack.sh instance in ``directory`` on free loopback ports."""
+
+    directory: Path
+    kafka_port: int = field(default_factory=free_port)
+    controller_port: int = field(default_factory=free_port)
+    pg_port: int = field(default_factory=free_port)
+
+    @property
+    def kafka_brokers(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def pg_url(self) -> str:
+        return f"postgres://postgres:postgres@127.0.0.1:{self.pg_port}/orders?sslmode=disable"
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "STACK_DIR": str(self.directory),
+                "KAFKA_PORT": str(self.kafka_port),
+                "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+                "PG_PORT": str(self.pg_port), "KAFKA_LIBS": str(SHARED_KAFKA_LIBS)}
+
+    def run(self, command: str, timeout: float = 120) -> str:
+        """Run ``stack.sh command``; a failure fails the test with the script's output."""
+        done = subprocess.run(["bash", str(STACK_SCRIPT), command], env=self._env(),
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise AssertionError(f"stack.sh {command} failed ({done.returncode}):\n"
+                                 f"{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def kafka_up(self) -> None:
+        self.run("kafka-start")
+
+    def kafka_stop(self) -> None:
+        self.run("kafka-stop")
+
+    def kafka_kill(self) -> None:
+        """SIGKILL the broker: no clean shutdown, as when its machine dies."""
+        pid_file = self.directory / "kafka" / "kafka.pid"
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)
+        # Its threads may still be closing sockets after the main one is a zombie.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (_alive(pid) or _listening(self.kafka_port)):
+            time.sleep(0.05)
+        pid_file.unlink()
+
+    def kafka_wipe(self) -> None:
+        """Stop the broker and delete all its data: a new, empty cluster on the same port."""
+        self.kafka_stop()
+        shutil.rmtree(self.directory / "kafka" / "data")
+
+    def pg_up(self) -> None:
+        self.run("pg-start")
+
+    def pg_stop(self) -> None:
+        self.run("pg-stop")
+
+    def down(self) -> None:
+        """Stop both and delete their data (PostgreSQL's may live under /var/tmp)."""
+        self.run("down")
+        location = self.directory / "pg" / "location"
+        if location.is_file():
+            shutil.rmtree(location.read_text().strip(), ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child of another process stays a zombie until reaped: dead all the same.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
