@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import datetime, timedelta, timezone
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence, cast
@@ -60,9 +61,10 @@ def sort_events(events: Iterable[EventT]) -> Sorted:
     owner holds its cache entry; an order that arrived elsewhere is forwarded there.
     """
     result = Sorted([], [], [])
+    latest = datetime.now(timezone.utc) + timedelta(seconds=settings.max_clock_skew)
     for event in events:
         try:
-            order, body = decode_order_and_body(event.value)
+            order, body = decode_order_and_body(event.value, latest=latest)
         except InvalidOrder as exc:
             result.rejected.append(Rejected(event, exc.reason, str(exc),
                                             claimed_order_uid(event.value)))

@@ -15,7 +15,7 @@ the ``orders`` topic's message format and the body of ``GET /order/{order_uid}``
 """
 
 from datetime import datetime, timezone
-from typing import Any, List, TypeVar
+from typing import Any, List, Optional, TypeVar
 
 import faust
 import orjson
@@ -118,13 +118,15 @@ def decode_order(raw: bytes) -> Order:
     return order_from_dict(_parse(raw))
 
 
-def decode_order_and_body(raw: bytes) -> tuple[Order, bytes]:
+def decode_order_and_body(raw: bytes, *, latest: Optional[datetime] = None
+                          ) -> tuple[Order, bytes]:
     """decode_order, and the order's wire JSON (what encode_order returns), in one pass.
 
     The body is encoded from the validated plain values, before they become Records: a
-    fifth of what encoding the Records costs, and the ingest path needs both.
+    fifth of what encoding the Records costs, and the ingest path needs both. An order
+    created after ``latest`` is invalid (see validate_order).
     """
-    fields = validate_order(_parse(raw))
+    fields = validate_order(_parse(raw), latest=latest)
     body = orjson.dumps({key: fields[key] for key in _ORDER_KEYS}, option=orjson.OPT_UTC_Z)
     return _order_from_fields(fields), body
 

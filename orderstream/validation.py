@@ -252,16 +252,31 @@ def _check_totals(payment: dict[str, Any], items: list[dict[str, Any]] | None,
                                             f"{parts[1]} + custom_fee {parts[2]}), got {amount}")
 
 
-def validate_order(data: object) -> dict[str, Any]:
+def _check_not_in_future(order: dict[str, Any], latest: datetime, problems: _Problems) -> None:
+    """An order cannot have been created after now (plus the clock skew tolerated).
+
+    Checked on ingest only: an order stored earlier stays readable whatever the clocks say.
+    """
+    created = order.get("date_created")
+    if created is not None and created > latest:
+        ahead = (created - latest).total_seconds()
+        problems.rule("date_created", f"lies in the future: {ahead:.0f} s past this worker's clock "
+                                      "plus MAX_CLOCK_SKEW")
+
+
+def validate_order(data: object, *, latest: Optional[datetime] = None) -> dict[str, Any]:
     """Return the order's known fields as plain values (``date_created`` a UTC datetime).
 
     Raises InvalidOrder with every problem found: reason ``not_an_order`` if anything has the
-    wrong shape or JSON type, else ``invalid`` for broken business rules.
+    wrong shape or JSON type, else ``invalid`` for broken business rules. With ``latest``,
+    a ``date_created`` after it is such a broken rule.
     """
     problems = _Problems()
     if type(data) is not dict:
         raise InvalidOrder(NOT_AN_ORDER, [f"order: expected object, got {_json_type(data)}"])
     order = _read(data, "", ORDER_FIELDS, problems)
+    if latest is not None:
+        _check_not_in_future(order, latest, problems)
     delivery = _object(data.get("delivery", _MISSING), "delivery", problems)
     delivery = _read(delivery, "delivery.", DELIVERY_FIELDS, problems) if delivery is not None else None
     payment = _object(data.get("payment", _MISSING), "payment", problems)

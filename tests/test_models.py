@@ -425,3 +425,16 @@ def test_same_seed_gives_same_orders() -> None:
 def test_random_order_refuses_a_naive_now() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         random_order(random.Random(1), now=datetime(2024, 5, 17))
+
+
+def test_an_order_from_the_future_is_invalid_only_when_a_latest_date_is_given(
+        order_dict: OrderDict) -> None:
+    latest = datetime(2021, 11, 26, 6, 0, 0, tzinfo=timezone.utc)  # model.json: 06:22:19Z
+    with pytest.raises(InvalidOrder) as caught:
+        decode_order_and_body(orjson.dumps(order_dict()), latest=latest)
+    assert caught.value.reason == "invalid"
+    assert caught.value.errors == ["date_created: lies in the future: 1339 s past this worker's "
+                                   "clock plus MAX_CLOCK_SKEW"]
+    # On the read path (no latest) and up to the latest date itself, it is valid.
+    decode_order_and_body(orjson.dumps(order_dict()))
+    decode_order_and_body(orjson.dumps(order_dict()), latest=latest + timedelta(seconds=1339))

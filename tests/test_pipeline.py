@@ -125,9 +125,16 @@ async def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(
     topic = pipeline_env["KAFKA_TOPIC"]
     good = list(random_orders(7, 4))
     wrong_sum = orjson.dumps(order_dict({"order_uid": "wrongsum", "payment.amount": 1}))
+    now = datetime.now(timezone.utc)
+    from_the_future = orjson.dumps(order_dict({"order_uid": "fromthefuture",
+                                               "date_created": (now + timedelta(hours=1)).isoformat()}))
     bad = {b"not json at all": "not_json",
            orjson.dumps(order_dict({"sm_id": "ninety-nine", "order_uid": "wrongtype"})): "not_an_order",
-           wrong_sum: "invalid"}
+           wrong_sum: "invalid", from_the_future: "invalid"}
+    # Within MAX_CLOCK_SKEW (default 300 s) of this clock: a producer's clock a little ahead.
+    slightly_ahead = order_from_dict(order_dict({"order_uid": "slightlyahead",
+                                                 "date_created": (now + timedelta(seconds=60)).isoformat()}))
+    good.append(slightly_ahead)
     # Valid orders around the bad ones, keyed every way a producer might: by id, by nothing,
     # by something else.
     await publish(producer, topic, good[:2])
@@ -145,9 +152,10 @@ async def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(
         assert headers["x-source-topic"] == topic
         assert int(headers["x-source-offset"]) >= 0
         assert letter.key == b"bad-key"
-    reasons = {bad[letter.value]: dict(letter.headers)["x-error"].decode() for letter in letters}
-    assert "sm_id" in reasons["not_an_order"]
-    assert "payment.amount" in reasons["invalid"]
+    errors = {letter.value: dict(letter.headers)["x-error"].decode() for letter in letters}
+    assert "sm_id" in errors[next(raw for raw, reason in bad.items() if reason == "not_an_order")]
+    assert "payment.amount" in errors[wrong_sum]
+    assert errors[from_the_future].startswith("invalid: date_created: lies in the future")
     assert await stored_uids(pipeline_env["PG_URL"]) == {o.order_uid for o in good}
 
 
