@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import contextmanager
-from typing import Iterable, Iterator, Optional, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterable, Iterator, Optional, Sequence
 
 import asyncpg
 import orjson
@@ -23,6 +23,15 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
     asyncpg.exceptions.TransactionRollbackError,
+)
+
+
+# Failures of asyncpg's own side of a connection: "connection is closed", "cannot switch to
+# state 12; another operation is in progress" after a server restart cut a query short, a
+# protocol error. The connection's state is unknown afterwards, so it is never reused.
+CLIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -45,12 +54,18 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (
 def translated_errors() -> Iterator[None]:
     """Re-raise errors that heal as DatabaseUnavailable and bad data as OrderRejected.
 
-    Anything else is a bug and passes through unchanged.
+    A client-side failure (CLIENT_ERRORS) heals too: a new connection replaces the broken one.
+    A bad setting (ClientConfigurationError) and anything else are not retried: they pass
+    through unchanged.
     """
     try:
         yield
+    except asyncpg.exceptions.ClientConfigurationError:
+        raise
     except TRANSIENT_ERRORS as exc:
         raise DatabaseUnavailable(str(exc) or type(exc).__name__) from exc
+    except CLIENT_ERRORS as exc:
+        raise DatabaseUnavailable(f"connection failed: {exc or type(exc).__name__}") from exc
     except DATA_ERRORS as exc:
         raise OrderRejected(str(exc)) from exc
 
@@ -216,10 +231,26 @@ class OrderRepository:
             pool, self._pool = self._pool, None
             await pool.close()
 
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; errors translated, and one that failed client-side is closed.
+
+        asyncpg's pool would hand a connection back out after "cannot switch to state ...;
+        another operation is in progress" (a server restart cut its query short); terminated,
+        the pool opens a new one instead.
+        """
+        with translated_errors():
+            async with self.pool.acquire() as conn:
+                try:
+                    yield conn
+                except CLIENT_ERRORS:
+                    conn.terminate()
+                    raise
+
     async def ping(self) -> None:
         """Raise DatabaseUnavailable unless PostgreSQL answers a query."""
-        with translated_errors():
-            await self.pool.fetchval("SELECT 1")
+        async with self.connection() as conn:
+            await conn.fetchval("SELECT 1")
 
     async def upsert_many(self, orders: Sequence[Order]) -> None:
         """Store a batch in one transaction; an order stored again replaces the old copy."""
@@ -231,16 +262,8 @@ class OrderRepository:
         if not batch:
             return
         document = json_array(body for _, body in batch)
-        with translated_errors():
-            async with self.pool.acquire() as conn:
-                try:
-                    await conn.execute(UPSERT_BATCH, document)
-                except asyncpg.InterfaceError as exc:
-                    # A server that goes away mid-statement can surface as "the underlying
-                    # connection is closed".
-                    if not (conn.is_closed() or isinstance(exc.__context__, TRANSIENT_ERRORS)):
-                        raise
-                    raise DatabaseUnavailable(f"connection lost: {exc}") from exc
+        async with self.connection() as conn:
+            await conn.execute(UPSERT_BATCH, document)
 
     async def get(self, order_uid: str) -> Optional[Order]:
         """The whole order in one round trip, or None when there is none."""
@@ -252,14 +275,14 @@ class OrderRepository:
 
         Not validated again: it was valid when stored.
         """
-        with translated_errors():
-            row = await self.pool.fetchrow(GET_ORDER, order_uid)
+        async with self.connection() as conn:
+            row = await conn.fetchrow(GET_ORDER, order_uid)
         return None if row is None else wire_json(*row)
 
     async def load_recent(self, limit: int) -> list[Order]:
         """The newest orders by date_created, newest first (the cache warm-up)."""
-        with translated_errors():
-            rows = await self.pool.fetch(LOAD_RECENT, limit)
+        async with self.connection() as conn:
+            rows = await conn.fetch(LOAD_RECENT, limit)
         # The stored body, else the document built from the rows: parsed either way.
         return [order_from_dict(orjson.loads(body if body is not None else built))
                 for body, built in rows]
