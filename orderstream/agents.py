@@ -20,6 +20,7 @@ from .bundles import MalformedBundle, bundle, unbundle
 from .models import InvalidOrder, Order, decode_order_and_body, encode_order
 from .logs import order_context, where
 from .repo import DatabaseUnavailable, OrderRejected
+from .republish import Outgoing, dead_letter_stub, publish_all, without_headers
 from .shutdown import exit_unfinished, run_to_completion
 from .tables import partition_of, recent_orders
 
@@ -88,6 +89,12 @@ def claimed_order_uid(raw: bytes) -> Optional[str]:
     return uid if isinstance(uid, str) else None
 
 
+SOURCE_HEADERS = ("x-source-topic", "x-source-partition", "x-source-offset")
+ERROR_HEADERS = ("x-error-reason", "x-error")
+# An order too large to forward to its partition is dead-lettered with this reason.
+TOO_LARGE_TO_FORWARD = "too_large"
+
+
 def source_headers(event: EventT) -> list[tuple[str, bytes]]:
     message = event.message
     return [
@@ -99,34 +106,50 @@ def source_headers(event: EventT) -> list[tuple[str, bytes]]:
 
 
 async def dead_letter(rejected: Sequence[Rejected]) -> None:
-    """Publish bad messages, unchanged, with the reason in headers; wait until Kafka has them."""
-    sent = []
+    """Publish bad messages, unchanged, with the reason in headers; wait until Kafka has them.
+
+    One that Kafka refuses as too large goes as a stub (republish.py): its position is
+    always recorded, and ingest moves on.
+    """
+    letters = []
     for item in rejected:
         message = item.event.message
         logger.warning("Dead-lettering order %s at %s: %s", item.order_uid, where(item.event),
-                       item.error, extra=order_context(item.event, item.order_uid))
-        headers = [*source_headers(item.event),
-                   ("x-error-reason", item.reason.encode()),
-                   ("x-error", item.error.encode()[:4096])]
-        sent.append(await dead_letter_topic.send(
-            key=message.key, value=message.value, headers=headers))
-    await asyncio.gather(*sent)
+                       item.error[:1000], extra=order_context(item.event, item.order_uid))
+        letters.append(Outgoing(
+            dead_letter_topic.get_topic_name(), message.key, message.value,
+            [*source_headers(item.event), ("x-error-reason", item.reason.encode()),
+             ("x-error", item.error.encode()[:4096])]))
+    refused = await publish_all(app.batch_producer, letters, lambda letter: dead_letter_stub(
+        letter, keep=SOURCE_HEADERS + ERROR_HEADERS))
+    if refused:
+        raise RuntimeError(f"Kafka refused even the stub of {len(refused)} dead letters")
     for item in rejected:
         metrics.orders_dead_lettered.labels(item.reason).inc()
 
 
 async def forward_to_owner(misplaced: Sequence[Accepted]) -> None:
-    """Re-publish orders to their order_uid's partition, keyed by order_uid."""
-    sent = []
+    """Re-publish orders to their order_uid's partition, keyed by order_uid.
+
+    One too large for Kafka with its original headers goes without them; one too large even
+    then is dead-lettered as ``too_large`` (it can be replayed once the topic takes it).
+    """
+    messages: list[Outgoing] = []
     for item in misplaced:
         logger.debug("Forwarding order %s from %s to partition %d", item.order.order_uid,
                      where(item.event), item.partition,
                      extra=order_context(item.event, item.order.order_uid))
-        sent.append(await orders_topic.send(
-            key=item.key, value=item.event.message.value,
-            partition=item.partition, headers=source_headers(item.event)))
-    await asyncio.gather(*sent)
-    metrics.orders_forwarded.inc(len(misplaced))
+        messages.append(Outgoing(orders_topic.get_topic_name(), item.key,
+                                 item.event.message.value, source_headers(item.event),
+                                 item.partition))
+    refused = await publish_all(app.batch_producer, messages,
+                                lambda message: without_headers(message, keep=SOURCE_HEADERS))
+    if refused:
+        await dead_letter([Rejected(misplaced[index].event, TOO_LARGE_TO_FORWARD,
+                                    f"{TOO_LARGE_TO_FORWARD}: the order does not fit in a Kafka "
+                                    f"message of {orders_topic.get_topic_name()}",
+                                    misplaced[index].order.order_uid) for index in refused])
+    metrics.orders_forwarded.inc(len(misplaced) - len(refused))
 
 
 async def store_until_durable(orders: Sequence[Accepted]) -> None:

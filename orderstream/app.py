@@ -15,6 +15,7 @@ from faust.transport.consumer import Consumer
 from .config import ConfigError, Settings
 from .logs import logging_config
 from .repo import OrderRepository
+from .republish import MAX_REQUEST_BYTES
 from .shutdown import arm_shutdown_deadline
 from .topics import ensure_topics
 
@@ -74,6 +75,8 @@ class OrderApp(faust.App):
             broker_heartbeat_interval=3.0,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
+            # The broker's limit decides; a refused dead letter or forward shrinks (republish.py).
+            producer_max_request_size=MAX_REQUEST_BYTES,
             web_stats_enabled=False,
             logging_config=logging_config(settings.log_level, settings.log_format),
             **kwargs,
@@ -100,7 +103,7 @@ class OrderApp(faust.App):
         self._batch_producer = AIOKafkaProducer(
             bootstrap_servers=",".join(self.settings.kafka_brokers), acks="all",
             max_batch_size=BATCH_PRODUCER_MAX_BYTES,
-            max_request_size=BATCH_PRODUCER_MAX_BYTES + 64 * 1024)
+            max_request_size=MAX_REQUEST_BYTES)
         await self._batch_producer.start()
         await self.repo.connect()
         logger.info("PostgreSQL pool ready for %s", self.settings.pg_url_redacted)
