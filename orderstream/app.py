@@ -17,6 +17,7 @@ from .logs import logging_config
 from .repo import OrderRepository
 from .republish import MAX_REQUEST_BYTES
 from .shutdown import arm_shutdown_deadline
+from .store import store_url
 from .topics import ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,16 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
+def app_datadir(settings: Settings) -> str:
+    """DATA_DIR/<KAFKA_GROUP_ID>: the table files of one app, apart from any other app's.
+
+    The files hold offsets of the app's own changelog topic; another group id sharing them
+    would find them ahead of its changelog. Braces are escaped: Faust formats the path.
+    """
+    path = str(settings.data_dir / settings.kafka_group_id)
+    return path.replace("{", "{{").replace("}", "}}")
+
+
 class OrderApp(faust.App):
     """A Faust app that owns its connections: opened on start, closed after the agents stop.
 
@@ -58,8 +69,9 @@ class OrderApp(faust.App):
         super().__init__(
             settings.kafka_group_id,
             broker=settings.kafka_url,
-            store=settings.cache_store,
-            datadir=str(settings.data_dir),
+            # The cache's RocksDB store: bounded memory, stale or broken files rebuilt.
+            store=store_url(settings),
+            datadir=app_datadir(settings),
             topic_partitions=settings.kafka_partitions,
             topic_replication_factor=1,
             # Standby copies of other workers' cache partitions: a worker taking one over
@@ -90,6 +102,11 @@ class OrderApp(faust.App):
         if self._batch_producer is None:
             raise RuntimeError("the batch producer is started with the app")
         return self._batch_producer
+
+    async def on_first_start(self) -> None:
+        # Faust creates the data directories without their parents (DATA_DIR/<group>).
+        self.conf.tabledir.mkdir(parents=True, exist_ok=True)
+        await super().on_first_start()
 
     async def on_start(self) -> None:
         await super().on_start()

@@ -14,11 +14,9 @@ from typing import Callable, Optional, Sequence
 
 import faust
 from aiokafka import AIOKafkaProducer
-from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
-# A change is a key and its new value; None deletes the key (a tombstone in the changelog).
-Change = tuple[bytes, Optional[bytes]]
+from .store import CacheStore, Change
 
 
 class PartitionStore:
@@ -26,6 +24,7 @@ class PartitionStore:
 
     Faust finds a key's partition from the current stream event, or, outside a stream, by
     probing every partition's RocksDB (a quarter of a cache hit's time); here it is known.
+    RocksDB goes through CacheStore (store.py); the memory store is a dict.
     """
 
     def __init__(self, table: faust.Table) -> None:
@@ -33,20 +32,16 @@ class PartitionStore:
 
     def get(self, partition: int, key: bytes) -> Optional[bytes]:
         store = self.table.data
-        if isinstance(store, RocksDBStore):
-            db = store._dbs.get(partition)  # only partitions this worker holds are open
-            return None if db is None else db.get(key)
+        if isinstance(store, CacheStore):
+            return store.get_in(partition, key)  # only partitions this worker holds are open
         return store.data.get(key)
 
-    def apply(self, partition: int, changes: Sequence[Change]) -> None:
+    def apply(self, partition: int, changes: Sequence[Change],
+              offset: Optional[tuple[TP, int]] = None) -> None:
+        """Apply the changes and record the changelog offset, in one write where it can be."""
         store = self.table.data
-        if isinstance(store, RocksDBStore):
-            db = store._db_for_partition(partition)
-            for key, value in changes:
-                if value is None:
-                    db.delete(key)
-                else:
-                    db.put(key, value)
+        if isinstance(store, CacheStore):
+            store.write_in(partition, changes, offset)
             return
         data = store.data
         for key, value in changes:
@@ -54,6 +49,8 @@ class PartitionStore:
                 data.pop(key, None)
             else:
                 data[key] = value
+        if offset is not None:
+            store.set_persisted_offset(*offset)
 
 
 class ChangelogWriter:
@@ -65,11 +62,14 @@ class ChangelogWriter:
         self._producer = producer
 
     async def write(self, partition: int, changes: Sequence[Change]) -> None:
-        """Apply ``changes`` locally, then return once Kafka has them all in the changelog."""
+        """Produce ``changes`` to the changelog, then apply them with their offset locally.
+
+        The store and its recorded offset change in one RocksDB write: files never hold
+        changes beyond the offset they record, nor an offset without its changes.
+        """
         if not changes:
             return
         producer = self._producer()
-        self.store.apply(partition, changes)
         topic = self.table.changelog_topic.get_topic_name()
         sent: list[tuple[asyncio.Future, int]] = []
         batch = producer.create_batch()
@@ -85,5 +85,5 @@ class ChangelogWriter:
                      batch.record_count()))
         results = await asyncio.gather(*(future for future, _ in sent))
         last_offset = results[-1].offset + sent[-1][1] - 1
-        # What Faust does after each changelog message: recovery resumes after this offset.
-        self.table.data.set_persisted_offset(TP(topic, partition), last_offset)
+        # What Faust records after each changelog message: recovery resumes after it.
+        self.store.apply(partition, changes, (TP(topic, partition), last_offset))

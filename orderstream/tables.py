@@ -13,17 +13,21 @@ import orjson
 from . import partitioner
 from .app import app, settings
 from .changelog import Change, ChangelogWriter
+from .store import table_options
 
 logger = logging.getLogger(__name__)
 
 # Keys are the order_uid's UTF-8 bytes and values the order's JSON body, both "raw":
 # the producer, the changelog and the router then hash the same bytes to the same partition,
 # and a cache hit is served without serialising anything.
+# The app's RocksDB store (store.py) bounds its memory by the ROCKSDB_* settings and rebuilds a
+# partition whose local files are stale or unreadable instead of stopping the worker.
 order_cache: faust.Table = app.Table(  # type: ignore[assignment]  # typed as TableT
     "order-cache",
     key_type=bytes,
     value_type=bytes,
     partitions=settings.kafka_partitions,
+    options=table_options(settings),
     help="Recent orders by order_uid, as their JSON body.",
 )
 
