@@ -73,7 +73,9 @@ class OrderApp(faust.App):
             store=store_url(settings),
             datadir=app_datadir(settings),
             topic_partitions=settings.kafka_partitions,
-            topic_replication_factor=1,
+            # Replicas of the topics Faust creates itself (the table's changelog, the leader
+            # topic); KAFKA_REPLICATION_FACTOR=0, the broker's default, is resolved on start.
+            topic_replication_factor=settings.kafka_replication_factor or 1,
             # Standby copies of other workers' cache partitions: a worker taking one over
             # has it already instead of replaying the whole changelog.
             table_standby_replicas=settings.cache_standby_replicas,
@@ -111,12 +113,15 @@ class OrderApp(faust.App):
     async def on_start(self) -> None:
         await super().on_start()
         tune_garbage_collector()
-        await ensure_topics(
+        replication = await ensure_topics(
             ",".join(self.settings.kafka_brokers),
             [topic.get_topic_name() for topic in (orders_topic, dead_letter_topic,
                                                   cache_updates_topic)],
             partitions=self.settings.kafka_partitions,
+            replication=self.settings.kafka_replication_factor,
         )
+        # Before the tables and the assignor start: they create their topics with this.
+        self.conf.topic_replication_factor = replication
         self._batch_producer = AIOKafkaProducer(
             bootstrap_servers=",".join(self.settings.kafka_brokers), acks="all",
             max_batch_size=BATCH_PRODUCER_MAX_BYTES,

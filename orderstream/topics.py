@@ -1,20 +1,23 @@
-"""Create the service's topics before the consumer subscribes, with the configured partitions."""
+"""Create the service's topics before the consumer subscribes, with the configured partitions
+and replication factor."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
 
 logger = logging.getLogger(__name__)
 
 NO_ERROR = 0
 # A topic created a moment ago can show up in metadata with no partitions yet.
 METADATA_TIMEOUT = 10.0
+BROKER_DEFAULT_RF = "default.replication.factor"
 
 
 class TopicPartitionsMismatch(RuntimeError):
@@ -22,38 +25,77 @@ class TopicPartitionsMismatch(RuntimeError):
 
 
 async def ensure_topics(brokers: str, names: Sequence[str], *, partitions: int,
-                        replication: int = 1) -> None:
+                        replication: int = 0) -> int:
     """Create missing topics and check that existing ones have ``partitions`` partitions.
 
     Faust declares its topics while subscribing, and a topic created in that moment is
-    missing from the first assignment; creating them here first avoids that.
+    missing from the first assignment; creating them here first avoids that. Topics get
+    ``replication`` replicas, 0 meaning the broker's default; returns the number used.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=brokers)
     await admin.start()
     try:
+        replication = replication or await broker_default_replication(admin)
         response = await admin.create_topics(
             [NewTopic(name, partitions, replication) for name in names])
-        for name, code, *_ in response.topic_errors:
+        for name, code, *detail in response.topic_errors:
             if code == NO_ERROR:
-                logger.info("Created topic %s with %d partitions", name, partitions)
+                logger.info("Created topic %s with %d partitions and %d replicas",
+                            name, partitions, replication)
+            elif code == InvalidReplicationFactorError.errno:
+                raise RuntimeError(
+                    f"Kafka refused to create topic {name!r} with {replication} replicas "
+                    f"({''.join(map(str, detail))}); set KAFKA_REPLICATION_FACTOR to at most "
+                    "the number of brokers")
             elif code != TopicAlreadyExistsError.errno:
                 raise RuntimeError(f"Kafka refused to create topic {name!r} (error {code})")
-        for name, found in (await partition_counts(admin, names)).items():
+        described = await describe_when_ready(admin, names)
+        for name, topic in described.items():
+            found = len(topic["partitions"])
             if found != partitions:
                 raise TopicPartitionsMismatch(
                     f"Topic {name!r} has {found} partitions but KAFKA_PARTITIONS is "
                     f"{partitions}; set KAFKA_PARTITIONS={found} or recreate the topic")
+            warn_if_fewer_replicas(name, topic, replication)
+        return replication
     finally:
         await admin.close()
 
 
-async def partition_counts(admin: AIOKafkaAdminClient, names: Sequence[str],
-                           timeout: float = METADATA_TIMEOUT) -> dict[str, int]:
-    """Each topic's partition count, once the metadata of just-created topics has them."""
+async def broker_default_replication(admin: AIOKafkaAdminClient) -> int:
+    """The cluster's ``default.replication.factor``, read from one broker's configuration.
+
+    Kafka takes replication factor -1 as "the broker's default" only from CreateTopics v4 on
+    (KIP-464); aiokafka sends at most v3 and refuses -1 itself, so the value is asked for.
+    """
+    cluster = await admin.describe_cluster()
+    node = cluster["brokers"][0]["node_id"]
+    responses = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.BROKER, str(node), {BROKER_DEFAULT_RF: None})])
+    for resource in responses[0].to_object()["resources"]:
+        for entry in resource["config_entries"]:
+            if entry["config_names"] == BROKER_DEFAULT_RF:
+                return int(entry["config_value"])
+    raise RuntimeError(f"broker {node} did not report {BROKER_DEFAULT_RF}")
+
+
+def warn_if_fewer_replicas(name: str, topic: dict[str, Any], replication: int) -> None:
+    """Say so when an existing topic has fewer replicas than new ones get: it is not re-created."""
+    found = min(len(partition["replicas"]) for partition in topic["partitions"])
+    if found < replication:
+        logger.warning("Topic %s has %d replicas, fewer than the %d of new topics "
+                       "(KAFKA_REPLICATION_FACTOR or the broker's default): losing a broker "
+                       "can lose its data until its partitions are reassigned",
+                       name, found, replication)
+
+
+async def describe_when_ready(admin: AIOKafkaAdminClient, names: Sequence[str],
+                              timeout: float = METADATA_TIMEOUT) -> dict[str, dict[str, Any]]:
+    """Each topic's metadata, once the metadata of just-created topics has their partitions."""
     deadline = time.monotonic() + timeout
     while True:
-        counts = {topic["topic"]: len(topic["partitions"])
-                  for topic in await admin.describe_topics(list(names))}
-        if all(counts.get(name) for name in names) or time.monotonic() > deadline:
-            return counts
+        topics = {topic["topic"]: topic for topic in await admin.describe_topics(list(names))}
+        if all(topics.get(name, {}).get("partitions") for name in names) \
+                or time.monotonic() > deadline:
+            return topics
         await asyncio.sleep(0.1)

@@ -3,8 +3,10 @@
 # Maven Central) and PostgreSQL (Debian packages, our own cluster).
 #
 # Usage: scripts/stack.sh up|down|status|fetch|logs|pg-stop|pg-start|kafka-stop|kafka-start
+#        scripts/stack.sh cluster-up|cluster-down|cluster-status   (an option: 3 Kafka nodes)
 # Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (9092),
-#        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432), KAFKA_LIBS (<STACK_DIR>/kafka/libs)
+#        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432), KAFKA_LIBS (<STACK_DIR>/kafka/libs),
+#        CLUSTER_KAFKA_PORTS (19092,19093,19094), CLUSTER_CONTROLLER_PORTS (19192,19193,19194)
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,6 +23,8 @@ KAFKA_DATA=$KAFKA_DIR/data
 KAFKA_PROPS=$KAFKA_DIR/server.properties
 KAFKA_LOG=$KAFKA_DIR/kafka.log
 KAFKA_PID_FILE=$KAFKA_DIR/kafka.pid
+KAFKA_TEMPLATE=$SCRIPTS/kafka/server.properties.template
+KAFKA_HEAP=(-Xms256m -Xmx768m)
 LOG4J_CONF=$SCRIPTS/kafka/log4j2.yaml
 POM=$SCRIPTS/kafka/pom.xml
 
@@ -127,19 +131,32 @@ kafka_fetch() {
   say "kafka jars fetched in $(elapsed "$start")"
 }
 
-kafka_configure() {
+# Renders $KAFKA_TEMPLATE into $KAFKA_PROPS (the cluster's template also has a node id and voters).
+kafka_render() {
   mkdir -p "$KAFKA_DATA"
   sed -e "s|\${KAFKA_PORT}|$KAFKA_PORT|g" \
     -e "s|\${KAFKA_CONTROLLER_PORT}|$KAFKA_CONTROLLER_PORT|g" \
     -e "s|\${KAFKA_DATA_DIR}|$KAFKA_DATA|g" \
-    "$SCRIPTS/kafka/server.properties.template" >"$KAFKA_PROPS"
+    -e "s|\${NODE_ID}|${NODE_ID:-1}|g" \
+    -e "s|\${CONTROLLER_QUORUM_VOTERS}|${CONTROLLER_QUORUM_VOTERS:-}|g" \
+    "$KAFKA_TEMPLATE" >"$KAFKA_PROPS"
+}
+
+# Formats the storage once: "$@" are StorageTool format's arguments besides -c.
+kafka_format() {
   [[ -f $KAFKA_DATA/meta.properties ]] && return
-  say "formatting kafka storage (first run)"
-  local cluster_id
-  cluster_id=$(java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid)
+  say "formatting kafka storage in $KAFKA_DATA (first run)"
   java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$LOG4J_CONF" kafka.tools.StorageTool \
-    format --standalone -t "$cluster_id" -c "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 ||
+    format "$@" -c "$KAFKA_PROPS" >>"$KAFKA_LOG" 2>&1 ||
     { show_log_tail "$KAFKA_LOG"; die "kafka storage format failed"; }
+}
+
+kafka_new_cluster_id() { java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid; }
+
+kafka_configure() {
+  kafka_render
+  [[ -f $KAFKA_DATA/meta.properties ]] && return
+  kafka_format --standalone -t "$(kafka_new_cluster_id)"
 }
 
 kafka_wait_ready() { # pid
@@ -167,15 +184,20 @@ kafka_up() {
   kafka_fetch
   kafka_configure
   start=$EPOCHREALTIME
+  pid=$(kafka_spawn)
+  kafka_wait_ready "$pid"
+  say "kafka ready in $(elapsed "$start") (pid $pid)"
+}
+
+# Starts the broker of $KAFKA_PROPS in the background, records and prints its PID.
+kafka_spawn() {
   # setsid: own session, so the broker survives this shell and its terminal.
   # A non-interactive shell's background job is no group leader, so setsid
   # execs java directly and $! is the broker's PID.
-  setsid java -Xms256m -Xmx768m -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$LOG4J_CONF" \
+  setsid java "${KAFKA_HEAP[@]}" -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$LOG4J_CONF" \
     kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$KAFKA_LOG" 2>&1 &
-  pid=$!
-  echo "$pid" >"$KAFKA_PID_FILE"
-  kafka_wait_ready "$pid"
-  say "kafka ready in $(elapsed "$start") (pid $pid)"
+  echo "$!" >"$KAFKA_PID_FILE"
+  echo "$!"
 }
 
 kafka_down() {
@@ -188,6 +210,119 @@ kafka_down() {
   while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
   if pid_alive "$pid"; then say "kafka did not stop within 30s, sending SIGKILL"; kill -KILL "$pid"; fi
   rm -f "$KAFKA_PID_FILE"
+}
+
+# --- kafka cluster (an option: `cluster-up`) -----------------------------------
+# Three combined broker+controller KRaft nodes on loopback, beside (not instead of) the single
+# node: every topic gets 3 replicas and acks=all writes need 2 of them (min.insync.replicas).
+# Each node lives in $CLUSTER_DIR/node-<id>/ and is driven by the kafka_* functions above
+# through the same globals, switched by cluster_use_node.
+CLUSTER_DIR=$STACK_DIR/cluster
+IFS=, read -r -a CLUSTER_KAFKA_PORTS <<<"${CLUSTER_KAFKA_PORTS:-19092,19093,19094}"
+IFS=, read -r -a CLUSTER_CONTROLLER_PORTS <<<"${CLUSTER_CONTROLLER_PORTS:-19192,19193,19194}"
+CLUSTER_SIZE=3
+
+cluster_check_ports() {
+  ((${#CLUSTER_KAFKA_PORTS[@]} == CLUSTER_SIZE && ${#CLUSTER_CONTROLLER_PORTS[@]} == CLUSTER_SIZE)) ||
+    die "CLUSTER_KAFKA_PORTS and CLUSTER_CONTROLLER_PORTS must each list $CLUSTER_SIZE ports"
+}
+
+cluster_use_node() { # node id, 1..CLUSTER_SIZE
+  NODE_ID=$1
+  KAFKA_PORT=${CLUSTER_KAFKA_PORTS[$1 - 1]}
+  KAFKA_CONTROLLER_PORT=${CLUSTER_CONTROLLER_PORTS[$1 - 1]}
+  KAFKA_DIR=$CLUSTER_DIR/node-$1
+  KAFKA_DATA=$KAFKA_DIR/data
+  KAFKA_PROPS=$KAFKA_DIR/server.properties
+  KAFKA_LOG=$KAFKA_DIR/kafka.log
+  KAFKA_PID_FILE=$KAFKA_DIR/kafka.pid
+  KAFKA_TEMPLATE=$SCRIPTS/kafka/cluster.properties.template
+  KAFKA_HEAP=(-Xms128m -Xmx512m)
+}
+
+cluster_brokers() {
+  local port list=()
+  for port in "${CLUSTER_KAFKA_PORTS[@]}"; do list+=("127.0.0.1:$port"); done
+  (IFS=,; echo "${list[*]}")
+}
+
+cluster_up() {
+  cluster_check_ports
+  local i pid start=$EPOCHREALTIME voters=() pids=()
+  for i in $(seq "$CLUSTER_SIZE"); do
+    voters+=("$i@127.0.0.1:${CLUSTER_CONTROLLER_PORTS[$i - 1]}")
+  done
+  CONTROLLER_QUORUM_VOTERS=$(IFS=,; echo "${voters[*]}")
+  mkdir -p "$CLUSTER_DIR"
+  KAFKA_DIR=$CLUSTER_DIR kafka_fetch
+  # One cluster id for all nodes, chosen once.
+  [[ -s $CLUSTER_DIR/cluster.id ]] || kafka_new_cluster_id >"$CLUSTER_DIR/cluster.id"
+  local stopped=() formats=()
+  for i in $(seq "$CLUSTER_SIZE"); do
+    cluster_use_node "$i"
+    [[ -z $(kafka_pid) ]] || continue
+    require_free_port "$KAFKA_PORT" CLUSTER_KAFKA_PORTS "kafka node $i"
+    require_free_port "$KAFKA_CONTROLLER_PORT" CLUSTER_CONTROLLER_PORTS "the controller of kafka node $i"
+    kafka_render
+    # A static quorum (controller.quorum.voters) is formatted without --standalone; the
+    # nodes are formatted side by side, as each format is a JVM start of its own.
+    kafka_format -t "$(cat "$CLUSTER_DIR/cluster.id")" &
+    formats+=("$!")
+    stopped+=("$i")
+  done
+  for pid in "${formats[@]}"; do wait "$pid" || die "formatting a kafka node failed"; done
+  # Start every node first: a node answers only once a majority of controllers runs.
+  for i in "${stopped[@]}"; do
+    cluster_use_node "$i"
+    pid=$(kafka_spawn)
+    say "kafka node $i starting (pid $pid, 127.0.0.1:$KAFKA_PORT)"
+  done
+  for i in $(seq "$CLUSTER_SIZE"); do
+    cluster_use_node "$i"
+    pids+=("$(kafka_pid)")
+  done
+  for i in $(seq "$CLUSTER_SIZE"); do
+    cluster_use_node "$i"
+    kafka_wait_ready "${pids[$i - 1]}"
+  done
+  say "kafka cluster of $CLUSTER_SIZE nodes ready in $(elapsed "$start")"
+  echo "KAFKA_BROKERS=$(cluster_brokers)"
+}
+
+# Stops all nodes at once: one by one, the last would wait for a controller majority that is gone.
+cluster_down() {
+  cluster_check_ports
+  local i pid pids=() deadline=$((SECONDS + 30))
+  for i in $(seq "$CLUSTER_SIZE"); do
+    cluster_use_node "$i"
+    pid=$(kafka_pid)
+    rm -f "$KAFKA_PID_FILE"
+    [[ -n $pid ]] || continue
+    say "stopping kafka node $i (pid $pid)"
+    kill -TERM "$pid"
+    pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do
+    while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
+    if pid_alive "$pid"; then say "kafka pid $pid did not stop within 30s, sending SIGKILL"; kill -KILL "$pid"; fi
+  done
+}
+
+cluster_status() {
+  cluster_check_ports
+  local i pid ok=0
+  for i in $(seq "$CLUSTER_SIZE"); do
+    cluster_use_node "$i"
+    pid=$(kafka_pid)
+    if [[ -n $pid ]] && kafka_answers; then
+      echo "kafka node $i  running  pid $pid  127.0.0.1:$KAFKA_PORT"
+    elif [[ -n $pid ]]; then
+      echo "kafka node $i  starting pid $pid  127.0.0.1:$KAFKA_PORT (not answering yet)"; ok=1
+    else
+      echo "kafka node $i  stopped"; ok=1
+    fi
+  done
+  return $ok
 }
 
 # --- postgresql -------------------------------------------------------------
@@ -333,5 +468,9 @@ case ${1:-} in
   pg-start) need_root; pg_up ;;
   kafka-stop) need_root; kafka_down ;;   # the broker-outage tests, on a stack of their own
   kafka-start) need_root; mkdir -p "$KAFKA_DIR"; kafka_up ;;
-  *) echo "usage: $0 up|down|status|fetch|logs|pg-stop|pg-start|kafka-stop|kafka-start" >&2; exit 2 ;;
+  cluster-up) need_root; need_cmd ss iproute2; need_cmd python3 python3; cluster_up ;;
+  cluster-down) need_root; cluster_down ;;
+  cluster-status) need_root; cluster_status ;;
+  *) echo "usage: $0 up|down|status|fetch|logs|pg-stop|pg-start|kafka-stop|kafka-start|cluster-up|cluster-down|cluster-status" >&2
+     exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""A Kafka broker or PostgreSQL server of one test's own, started by scripts/stack.sh.
+"""A Kafka broker, Kafka cluster or PostgreSQL server of one test's own, started by scripts/stack.sh.
 
 Fault tests stop, kill and wipe these instead of the shared stack, so the rest of the suite
 (and other test runs on the machine) never sees the fault. They reuse the shared stack's
@@ -88,6 +88,54 @@ class PrivateStack:
         location = self.directory / "pg" / "location"
         if location.is_file():
             shutil.rmtree(location.read_text().strip(), ignore_errors=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class PrivateCluster:
+    """A 3-node KRaft cluster (``stack.sh cluster-up``) in ``directory`` on free loopback ports."""
+
+    directory: Path
+    kafka_ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
+    controller_ports: list[int] = field(default_factory=lambda: [free_port() for _ in range(3)])
+
+    @property
+    def kafka_brokers(self) -> str:
+        return ",".join(f"127.0.0.1:{port}" for port in self.kafka_ports)
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "STACK_DIR": str(self.directory),
+                "CLUSTER_KAFKA_PORTS": ",".join(map(str, self.kafka_ports)),
+                "CLUSTER_CONTROLLER_PORTS": ",".join(map(str, self.controller_ports)),
+                "KAFKA_LIBS": str(SHARED_KAFKA_LIBS)}
+
+    def run(self, command: str, timeout: float = 120) -> str:
+        """Run ``stack.sh command``; a failure fails the test with the script's output."""
+        done = subprocess.run(["bash", str(STACK_SCRIPT), command], env=self._env(),
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise AssertionError(f"stack.sh {command} failed ({done.returncode}):\n"
+                                 f"{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def up(self) -> None:
+        """Start the nodes that are not running (all of them the first time) and wait for them."""
+        self.run("cluster-up")
+
+    def kill(self, node: int) -> None:
+        """SIGKILL node ``node`` (its Kafka node id, 1-3), as when its machine dies."""
+        pid_file = self.directory / "cluster" / f"node-{node}" / "kafka.pid"
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)
+        port = self.kafka_ports[node - 1]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (_alive(pid) or _listening(port)):
+            time.sleep(0.05)
+        pid_file.unlink()
+
+    def down(self) -> None:
+        """Stop every node and delete the cluster's data."""
+        self.run("cluster-down")
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
