@@ -32,6 +32,17 @@ stack-status:
 stack-logs:
 	bash scripts/stack.sh logs
 
+# An option beside the single broker: 3 KRaft nodes on 19092-19094 (README "Local stack").
+.PHONY: cluster-up cluster-down cluster-status
+cluster-up:
+	bash scripts/stack.sh cluster-up
+
+cluster-down:
+	bash scripts/stack.sh cluster-down
+
+cluster-status:
+	bash scripts/stack.sh cluster-status
+
 migrate: setup
 	$(BIN)/faust -A orderstream migrate
 
