@@ -12,6 +12,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.transport.consumer import Consumer
 
+from . import kafka_watch
 from .config import ConfigError, Settings
 from .logs import logging_config
 from .repo import OrderRepository
@@ -127,6 +128,9 @@ class OrderApp(faust.App):
             max_batch_size=BATCH_PRODUCER_MAX_BYTES,
             max_request_size=MAX_REQUEST_BYTES)
         await self._batch_producer.start()
+        # From here on /ready knows whether Kafka answers, and an outage is logged once.
+        self.add_future(kafka_watch.watch(self._batch_producer.client, self.settings.kafka_topic,
+                                          ",".join(self.settings.kafka_brokers)))
         await self.repo.connect()
         logger.info("PostgreSQL pool ready for %s", self.settings.pg_url_redacted)
 

@@ -10,6 +10,7 @@ import orjson
 from faust.tables.manager import TableManager
 from faust.web import Request, Response, View
 
+from . import kafka_watch
 from .app import app, orders_topic
 from .repo import DatabaseUnavailable
 
@@ -27,6 +28,12 @@ async def postgresql_check() -> Check:
         await asyncio.wait_for(app.repo.ping(), PING_TIMEOUT)
     except (DatabaseUnavailable, asyncio.TimeoutError) as exc:
         return Check(False, f"PostgreSQL does not answer: {exc or 'timeout'}")
+    return Check(True, "answers")
+
+
+def kafka_check() -> Check:
+    if kafka_watch.OUTAGE.down:
+        return Check(False, f"Kafka does not answer: {kafka_watch.OUTAGE.reason}")
     return Check(True, "answers")
 
 
@@ -55,8 +62,10 @@ async def health(web: View, request: Request) -> Response:
 
 @app.page("/ready")
 async def ready(web: View, request: Request) -> Response:
-    """200 when PostgreSQL answers, the partitions are assigned and the cache is recovered."""
+    """200 when PostgreSQL and Kafka answer, the partitions are assigned and the cache is
+    recovered. A broker outage fails readiness, not liveness: restarting cannot mend it."""
     checks = {"postgresql": await postgresql_check(),
+              "kafka": kafka_check(),
               "kafka_assignment": assignment_check(),
               "table_recovery": recovery_check()}
     is_ready = all(check.ok for check in checks.values())

@@ -21,8 +21,10 @@ def logging_config(level: str, fmt: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        # aiokafka's per-attempt connection errors: once per outage (kafka_watch.py).
+        "filters": {"kafka_outage": {"()": "orderstream.kafka_watch.outage_filter"}},
         "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "default",
-                                "stream": "ext://sys.stdout"}},
+                                "stream": "ext://sys.stdout", "filters": ["kafka_outage"]}},
         "root": {"level": level, "handlers": ["stdout"]},
     }
 
