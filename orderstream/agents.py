@@ -12,6 +12,7 @@ from typing import Iterable, Optional, Sequence, cast
 
 import faust
 import orjson
+from faust.exceptions import ProducerSendError
 from faust.types import EventT, StreamT
 
 from . import metrics
@@ -276,6 +277,7 @@ async def warm_up_when_empty() -> None:
     """The Go service's LoadRecent: an empty cache is filled with the newest stored orders."""
     if not recent_orders.enabled or not recent_orders.is_empty():
         return
+    logger.info("Cache warm-up: loading up to %d recent orders from PostgreSQL", settings.cache_size)
     try:
         orders = await app.repo.load_recent(settings.cache_size)
     except DatabaseUnavailable as exc:
@@ -289,6 +291,14 @@ async def warm_up_when_empty() -> None:
         partition = partition_of(key)
         if partition in owned:
             entries.append((partition, key, encode_order(order)))
-    await update_cache(entries, warm_up=True)
+    logger.info("Cache warm-up: sending %d orders to the cache", len(entries))
+    try:
+        await update_cache(entries, warm_up=True)
+    except ProducerSendError:
+        if not app.should_stop:
+            raise
+        # Stopping closed the producer under us: the next start warms up again.
+        logger.info("Cache warm-up interrupted: the worker is stopping")
+        return
     logger.info("Cache warm-up: %d of %d recent orders sent to this worker's partitions",
                 len(entries), len(orders))
