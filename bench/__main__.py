@@ -10,14 +10,17 @@ from typing import Awaitable, Callable, Sequence
 
 from orderstream.app import load_settings
 
-from . import chart, ingest, lookup, memory, restart
+from . import chart, ingest, lookup, memory, restart, soak
 from .lab import Lab
 from .report import DEFAULT_RESULTS_DIR, Report
 
 # In the order `all` runs them: ingest leaves a database of the N orders that the others reuse.
 STACK_PARTS: dict[str, Callable[[Lab, argparse.Namespace], Awaitable[Report]]] = {
-    "ingest": ingest.run, "lookup": lookup.run, "restart": restart.run, "memory": memory.run}
+    "ingest": ingest.run, "lookup": lookup.run, "restart": restart.run, "memory": memory.run,
+    "soak": soak.run}
 PARTS = (*STACK_PARTS, "chart")
+# Minutes long and measuring something else (memory over time): run by name, not by `all`.
+NOT_IN_ALL = ("soak",)
 
 
 def connection_counts(text: str) -> tuple[int, ...]:
@@ -41,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench", description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("parts", nargs="+", choices=[*PARTS, "all"], metavar="part",
-                   help=f"one or more of {', '.join(PARTS)}, or all")
+                   help=f"one or more of {', '.join(PARTS)}, or all (every part but soak)")
     p.add_argument("--orders", type=positive(int), default=100_000,
                    help="orders generated, produced, stored and cached")
     p.add_argument("--partitions", type=positive(int), default=4, help="KAFKA_PARTITIONS")
@@ -61,6 +64,16 @@ def parser() -> argparse.ArgumentParser:
                    help="lookup: CACHE_STORE of the worker")
     p.add_argument("--settle", type=float, default=2.0,
                    help="memory: seconds to wait before reading RSS")
+    p.add_argument("--soak-duration", type=positive(float), default=240.0,
+                   help="soak: seconds of producing orders and looking them up")
+    p.add_argument("--rate", type=positive(float), default=300.0,
+                   help="soak: orders produced per second")
+    p.add_argument("--lookup-rate", type=positive(float), default=100.0,
+                   help="soak: lookups per second, of random orders produced so far")
+    p.add_argument("--cache-size", type=positive(int), default=20_000,
+                   help="soak: CACHE_SIZE of the worker")
+    p.add_argument("--sample-interval", type=positive(float), default=5.0,
+                   help="soak: seconds between readings of RSS, open files and disk")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated orders")
     p.add_argument("--timeout", type=positive(float), default=900,
                    help="longest wait for any one condition (ready, stored, cached)")
@@ -87,7 +100,8 @@ async def run(parts: Sequence[str], args: argparse.Namespace) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    parts = PARTS if "all" in args.parts else tuple(args.parts)
+    parts = ((*(part for part in PARTS if part not in NOT_IN_ALL), *args.parts)
+             if "all" in args.parts else tuple(args.parts))
     for path in asyncio.run(run(parts, args)):
         print(f"wrote {path}")
     return 0

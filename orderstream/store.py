@@ -6,8 +6,9 @@ Faust upgrade fails a test rather than production.
 
 Bounded memory. Faust opens every partition's database with 64 MiB write buffers (three of
 them) and a 2 GiB block cache of its own, and never flushes a small table: a worker's RSS and
-its write-ahead log grew with every order stored. Here all the partitions of the table share
-one block cache and one write-buffer budget, sized from ROCKSDB_* settings.
+its write-ahead log grew with every order stored. Here each partition's write buffer is
+ROCKSDB_WRITE_BUFFER_MB, all the partitions share one block cache (ROCKSDB_BLOCK_CACHE_MB) and
+their unflushed writes together are capped at ROCKSDB_MAX_WAL_MB.
 
 Stale state. The files keep the changelog offset they reflect. When Kafka's data is wiped or
 the changelog topic is recreated, that offset lies beyond the topic's end and Faust's
@@ -44,7 +45,7 @@ MAX_WRITE_BUFFER_NUMBER = 2
 MAX_OPEN_FILES = 64
 # RocksDB's own info LOG files: a few small ones instead of one per start, unbounded.
 KEEP_LOG_FILE_NUM = 2
-MAX_LOG_FILE_SIZE = 1 * MIB
+MAX_LOG_FILE_SIZE = MIB // 4
 
 # A change is a key and its new value; None deletes the key.
 Change = tuple[bytes, Optional[bytes]]
@@ -63,6 +64,7 @@ def table_options(settings: Settings) -> dict[str, Any]:
         "block_cache_size": settings.rocksdb_block_cache_mb * MIB,
         "max_open_files": MAX_OPEN_FILES,
         "max_total_wal_size": settings.rocksdb_max_wal_mb * MIB,
+        "max_unflushed_size": settings.rocksdb_max_wal_mb * MIB,
         "keep_log_file_num": KEEP_LOG_FILE_NUM,
         "max_log_file_size": MAX_LOG_FILE_SIZE,
     }
@@ -84,9 +86,11 @@ class SharedRocksDBOptions(RocksDBOptions):
 
     Faust builds a new 2 GiB block cache for each partition it opens; here one LRU cache of
     ``block_cache_size`` serves them all (index and filter blocks included), and one write
-    buffer manager caps their memtables together at ``write_buffer_size``: when they hold
-    more, the partition being written is flushed. The write-ahead log holds what the
-    memtables do, so it is bounded by the same budget.
+    buffer manager caps their memtables together at ``max_unflushed_size``: past 90% of it,
+    the partition being written is flushed to a table file. A partition's write-ahead log
+    holds what its memtables do (RocksDB deletes a log once they are flushed; its own
+    ``max_total_wal_size`` acts only with several column families), so the same cap bounds
+    the logs.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -95,7 +99,7 @@ class SharedRocksDBOptions(RocksDBOptions):
             raise ValueError("orderstream's RocksDB store needs rocksdict")
         self.block_cache = rocksdict.Cache(self.block_cache_size)
         self.write_buffer_manager = rocksdict.WriteBufferManager(
-            self.write_buffer_size, False)
+            int(self.extra_options["max_unflushed_size"]), False)
 
     def as_options(self) -> rocksdict.Options:
         extra: Mapping[str, Any] = self.extra_options

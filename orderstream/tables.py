@@ -12,6 +12,7 @@ import orjson
 
 from . import partitioner
 from .app import app, settings
+from .cache_entry import entry_body, entry_version
 from .changelog import Change, ChangelogWriter
 from .store import table_options
 
@@ -67,7 +68,8 @@ class RecentOrders:
         """The cached body of the order, if this worker holds its partition and the order."""
         if not self.enabled:
             return None
-        return self.writer.store.get(partition, key)
+        value = self.writer.store.get(partition, key)
+        return None if value is None else entry_body(value)
 
     def size(self) -> Optional[int]:
         """Orders cached in this worker's active partitions, counted without a table scan.
@@ -88,17 +90,25 @@ class RecentOrders:
                        keep_newer: bool = False) -> None:
         """Store orders of ``partition``, evicting the oldest beyond capacity.
 
-        Call inside stream iteration of an event of ``partition``. With ``keep_newer`` (a
-        warm-up), an order already cached is left as it is: the cached copy is newer.
+        Call inside stream iteration of an event of ``partition``. ``entries`` are Table
+        values (cache_entry.py): one older than the cached version of its order is dropped,
+        so versions never go backwards. With ``keep_newer`` (a warm-up), an order already
+        cached is left as it is: the cached copy is newer.
         """
         if not self.enabled:
             return
         order = self._order_of(partition)
         changes: list[Change] = []
-        for key, body in entries:
-            if keep_newer and key in order:
-                continue
-            changes.append((key, body))
+        pending: dict[bytes, bytes] = {}  # this bundle's values, not yet in the store
+        for key, value in entries:
+            if key in order:
+                if keep_newer:
+                    continue
+                cached = pending.get(key) or self.writer.store.get(partition, key)
+                if cached is not None and entry_version(value) < entry_version(cached):
+                    continue
+            pending[key] = value
+            changes.append((key, value))
             order[key] = None
             order.move_to_end(key)
         while len(order) > self.capacity:
@@ -114,8 +124,9 @@ class RecentOrders:
     def _rebuild(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         by_partition: dict[int, list[tuple[datetime, bytes]]] = {
             partition: [] for partition in range(self.partitions)}
-        for key, body in items:
-            by_partition[partition_of(key, self.partitions)].append((created_at(body), key))
+        for key, value in items:
+            by_partition[partition_of(key, self.partitions)].append(
+                (created_at(entry_body(value)), key))
         self._order = {
             partition: OrderedDict((key, None) for _, key in sorted(entries))
             for partition, entries in by_partition.items()

@@ -70,7 +70,7 @@ def test_every_partition_shares_one_block_cache_and_write_budget(cache_store: Ca
     first.put(b"a", b"x" * 1000)
     second.put(b"b", b"y" * 1000)
     # One write buffer manager counts both partitions' memtables against one budget.
-    assert options.write_buffer_manager.get_buffer_size() == 3 * MIB
+    assert options.write_buffer_manager.get_buffer_size() == 7 * MIB
     assert options.write_buffer_manager.get_usage() > 0
     assert options.block_cache.get_usage() >= 0
 
