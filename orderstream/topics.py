@@ -72,11 +72,17 @@ async def broker_default_replication(admin: AIOKafkaAdminClient) -> int:
     node = cluster["brokers"][0]["node_id"]
     responses = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.BROKER, str(node), {BROKER_DEFAULT_RF: None})])
+    reason = "not in the answer"
     for resource in responses[0].to_object()["resources"]:
+        if resource["error_code"] != NO_ERROR:
+            reason = f"error {resource['error_code']}: {resource['error_message']}"
+            continue
         for entry in resource["config_entries"]:
             if entry["config_names"] == BROKER_DEFAULT_RF:
                 return int(entry["config_value"])
-    raise RuntimeError(f"broker {node} did not report {BROKER_DEFAULT_RF}")
+    # Say what to do: a client may lack the right to read broker configs (ACLs).
+    raise RuntimeError(f"Could not read {BROKER_DEFAULT_RF} from broker {node} ({reason}); "
+                       "set KAFKA_REPLICATION_FACTOR")
 
 
 def warn_if_fewer_replicas(name: str, topic: dict[str, Any], replication: int) -> None:

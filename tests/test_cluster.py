@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from typing import Any, Iterator
 from uuid import uuid4
@@ -21,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from orderstream.generator import random_orders
 from orderstream.models import encode_order
-from orderstream.topics import ensure_topics
+from orderstream.topics import describe_when_ready, ensure_topics
 
 from .harness import Worker, eventually
 from .private_stack import PrivateCluster
@@ -44,18 +45,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateCluster
 
 
 async def describe(brokers: str, names: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Each topic's partitions as the metadata has them (leader, replicas, isr)."""
+    """Each topic's partitions (leader, replicas, isr), once the answering broker knows them all."""
     admin = AIOKafkaAdminClient(bootstrap_servers=brokers)
     await admin.start()
     try:
-        return {topic["topic"]: topic["partitions"]
-                for topic in await admin.describe_topics(names)}
+        return {name: topic["partitions"]
+                for name, topic in (await describe_when_ready(admin, names)).items()}
     finally:
         await admin.close()
 
 
 async def created(brokers: str, names: set[str]) -> bool:
-    """Whether every topic of ``names`` exists."""
+    """Whether every topic of ``names`` exists (listed: a metadata request naming a missing
+    topic may create it, where the broker allows that)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=brokers)
     await admin.start()
     try:
@@ -98,6 +100,17 @@ async def test_every_topic_gets_the_brokers_default_replication_factor_when_it_i
     assert await replication_of(cluster.kafka_brokers, topics) == {name: {(3, 3)} for name in topics}
     # The single local broker's default is 1, as before.
     assert await ensure_topics(kafka_brokers, [f"single-{uuid4().hex[:12]}"], partitions=1) == 1
+
+
+async def test_an_existing_topic_with_fewer_replicas_is_named_in_a_warning(
+        cluster: PrivateCluster, caplog: pytest.LogCaptureFixture) -> None:
+    name = f"unreplicated-{uuid4().hex[:12]}"
+    assert await ensure_topics(cluster.kafka_brokers, [name], partitions=1, replication=1) == 1
+    with caplog.at_level(logging.WARNING, logger="orderstream.topics"):
+        assert await ensure_topics(cluster.kafka_brokers, [name], partitions=1) == 3
+    assert f"Topic {name} has 1 replicas, fewer than the 3 of new topics" in caplog.text
+    assert [len(p["replicas"]) for p in (await describe(cluster.kafka_brokers, [name]))[name]] \
+        == [1]  # kept as it is
 
 
 async def topic_config(brokers: str, topic: str, name: str) -> str:
