@@ -227,7 +227,8 @@ async def write_batches(pg_url: str, dataset: Dataset, batch_size: int) -> float
     The worker's call with the bodies it has encoded already (for its cache), so the floor
     does not encode either.
     """
-    encoded = list(zip(dataset.uids, dataset.bodies))
+    encoded = [(uid, body, offset) for offset, (uid, body)
+               in enumerate(zip(dataset.uids, dataset.bodies))]
     repo = OrderRepository(pg_url)
     await repo.connect()
     try:

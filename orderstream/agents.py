@@ -18,6 +18,7 @@ from faust.types import EventT, StreamT
 from . import metrics
 from .app import app, cache_updates_topic, dead_letter_topic, orders_topic, settings
 from .bundles import MalformedBundle, bundle, unbundle
+from .cache_entry import encode_entry
 from .models import InvalidOrder, Order, decode_order_and_body, encode_order
 from .logs import order_context, where
 from .repo import DatabaseUnavailable, OrderRejected
@@ -153,17 +154,20 @@ async def forward_to_owner(misplaced: Sequence[Accepted]) -> None:
     metrics.orders_forwarded.inc(len(misplaced) - len(refused))
 
 
-async def store_until_durable(orders: Sequence[Accepted]) -> None:
+async def store_until_durable(orders: Sequence[Accepted]) -> set[str]:
     """Upsert the batch, retrying with capped backoff while PostgreSQL is unavailable.
 
-    Never gives up: moving on would commit offsets of orders that are not stored.
+    Never gives up: moving on would commit offsets of orders that are not stored. Returns the
+    order_uids written: not those whose stored copy comes from a later message (the version
+    is the message's offset on the order's own partition, which every accepted order is on).
     """
     delay = RETRY_FIRST_DELAY
     outage_started: float | None = None
     while True:
         try:
             started = time.perf_counter()
-            await app.repo.upsert_encoded((item.order.order_uid, item.body) for item in orders)
+            written = await app.repo.upsert_encoded(
+                (item.order.order_uid, item.body, item.event.message.offset) for item in orders)
         except DatabaseUnavailable as exc:
             metrics.db_unavailable.inc()
             if outage_started is None:
@@ -178,24 +182,25 @@ async def store_until_durable(orders: Sequence[Accepted]) -> None:
         if orders:
             metrics.db_batch_seconds.observe(time.perf_counter() - started)
             metrics.db_batch_size.observe(len(orders))
-        return
+        return written
 
 
-async def store_isolating_rejects(batch: Sequence[Accepted]) -> list[Accepted]:
-    """Store a batch; when PostgreSQL refuses it, store order by order and return the refused."""
+async def store_isolating_rejects(batch: Sequence[Accepted]) -> tuple[set[str], list[Accepted]]:
+    """Store a batch; return the order_uids written and, when PostgreSQL refuses the batch,
+    the orders it refuses (stored one by one to find them)."""
     try:
-        await store_until_durable(batch)
-        return []
+        return await store_until_durable(batch), []
     except OrderRejected:
         if len(batch) == 1:
-            return list(batch)
+            return set(), list(batch)
+    written: set[str] = set()
     refused = []
     for item in batch:
         try:
-            await store_until_durable([item])
+            written |= await store_until_durable([item])
         except OrderRejected:
             refused.append(item)
-    return refused
+    return written, refused
 
 
 @app.agent(orders_topic)
@@ -230,14 +235,23 @@ async def write_batch(stream: StreamT[bytes], events: Sequence[EventT], batch: S
     try:
         metrics.orders_consumed.inc(len(events))
         await forward_to_owner(batch.misplaced)
-        refused = await store_isolating_rejects(batch.accepted)
+        written, refused = await store_isolating_rejects(batch.accepted)
         await dead_letter([*batch.rejected, *(
             Rejected(item.event, "db_rejected", "PostgreSQL refused the order",
                      item.order.order_uid)
             for item in refused)])
-        stored = [item for item in batch.accepted if item not in refused]
+        stored = [item for item in batch.accepted if item.order.order_uid in written]
+        superseded = len(batch.accepted) - len(refused) - len(stored)
+        if superseded:
+            # A later message of these orders is stored already: a replay, or a worker that
+            # stalled past its session while another took its partitions over.
+            logger.info("%d orders not stored: a later version of each is stored already",
+                        superseded)
+            metrics.orders_superseded.inc(superseded)
         metrics.orders_stored.inc(len(stored))
-        await update_cache([(item.partition, item.key, item.body) for item in stored])
+        await update_cache([(item.partition, item.key,
+                             encode_entry(item.event.message.offset, item.body))
+                            for item in stored])
     except Exception:
         exit_unfinished("Unexpected error while handling a batch")
     for event in events:
@@ -246,7 +260,7 @@ async def write_batch(stream: StreamT[bytes], events: Sequence[EventT], batch: S
 
 async def update_cache(entries: Sequence[tuple[int, bytes, bytes]], *,
                        warm_up: bool = False) -> None:
-    """Send stored orders (partition, key, body) to the cache agent, bundled by partition."""
+    """Send stored orders (partition, key, Table value) to the cache agent, bundled by partition."""
     if not recent_orders.enabled or not entries:
         return
     by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
@@ -279,18 +293,18 @@ async def warm_up_when_empty() -> None:
         return
     logger.info("Cache warm-up: loading up to %d recent orders from PostgreSQL", settings.cache_size)
     try:
-        orders = await app.repo.load_recent(settings.cache_size)
+        orders = await app.repo.load_recent_versions(settings.cache_size)
     except DatabaseUnavailable as exc:
         logger.warning("Cache warm-up skipped, PostgreSQL unavailable: %s", exc)
         return
     owned = {tp.partition for tp in app.assignor.assigned_actives()
              if tp.topic == cache_updates_topic.get_topic_name()}
     entries = []
-    for order in orders:  # each worker warms the partitions it owns
+    for order, version in orders:  # each worker warms the partitions it owns
         key = order.order_uid.encode()
         partition = partition_of(key)
         if partition in owned:
-            entries.append((partition, key, encode_order(order)))
+            entries.append((partition, key, encode_entry(version, encode_order(order))))
     logger.info("Cache warm-up: sending %d orders to the cache", len(entries))
     try:
         await update_cache(entries, warm_up=True)

@@ -48,6 +48,9 @@ orders_dead_lettered = Counter(
     ["reason"], registry=registry)
 for _reason in DEAD_LETTER_REASONS:
     orders_dead_lettered.labels(_reason)  # every reason is exported, at 0 until it happens
+orders_superseded = Counter(
+    "orderstream_orders_superseded", "Orders not stored because a later version is stored already.",
+    registry=registry)
 orders_forwarded = Counter(
     "orderstream_orders_forwarded", "Orders re-published to the partition of their order_uid.",
     registry=registry)

@@ -70,36 +70,46 @@ def translated_errors() -> Iterator[None]:
         raise OrderRejected(str(exc)) from exc
 
 
-# A batch is one statement with one parameter: the orders' wire JSON as an array. The
+# A batch is one statement over the orders' wire JSON as an array, and their versions. The
 # server takes the JSON apart; the client sends the bodies it has already encoded (binding
 # ~60 column values an order cost this process more than the rest of storing it). Each body
-# is kept, verbatim, in orders.body for lookups. An order stored again replaces the old copy:
-# its rows are updated and items past its new count deleted. Every row of a batch is written
-# in order_uid order (see latest_per_uid).
+# is kept, verbatim, in orders.body for lookups. An order stored again replaces the old copy
+# unless the stored copy has a newer version (kafka_offset, sql/0003): its rows are updated
+# and items past its new count deleted. The statement returns the order_uids it wrote. Every
+# row of a batch is written in order_uid order (see latest_per_uid).
 UPSERT_BATCH = """
 WITH batch AS MATERIALIZED (
-    SELECT element.value::text AS body, o.*
-    FROM json_array_elements($1::json) AS element, json_to_record(element.value) AS o(
+    SELECT element.value::text AS body, versions.kafka_offset, o.*
+    FROM json_array_elements($1::json) WITH ORDINALITY AS element(value, n)
+    JOIN unnest($2::bigint[]) WITH ORDINALITY AS versions(kafka_offset, n) ON versions.n = element.n,
+    json_to_record(element.value) AS o(
         order_uid text, track_number text, entry text, delivery json, payment json, items json,
         locale text, internal_signature text, customer_id text, delivery_service text,
         shardkey text, sm_id bigint, date_created timestamptz, oof_shard text)
 ), upserted_orders AS (
     INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
-                        delivery_service, shardkey, sm_id, date_created, oof_shard, body)
+                        delivery_service, shardkey, sm_id, date_created, oof_shard, body,
+                        kafka_offset)
     SELECT order_uid, track_number, entry, locale, internal_signature, customer_id,
-           delivery_service, shardkey, sm_id, date_created, oof_shard, body FROM batch
+           delivery_service, shardkey, sm_id, date_created, oof_shard, body, kafka_offset
+    FROM batch
     ON CONFLICT (order_uid) DO UPDATE SET
-        body = EXCLUDED.body,
+        body = EXCLUDED.body, kafka_offset = EXCLUDED.kafka_offset,
         track_number = EXCLUDED.track_number, entry = EXCLUDED.entry, locale = EXCLUDED.locale,
         internal_signature = EXCLUDED.internal_signature, customer_id = EXCLUDED.customer_id,
         delivery_service = EXCLUDED.delivery_service, shardkey = EXCLUDED.shardkey,
         sm_id = EXCLUDED.sm_id, date_created = EXCLUDED.date_created,
         oof_shard = EXCLUDED.oof_shard, stored_at = now()
+    WHERE orders.kafka_offset IS NULL OR EXCLUDED.kafka_offset IS NULL
+       OR orders.kafka_offset <= EXCLUDED.kafka_offset
+    RETURNING order_uid
+), written AS MATERIALIZED (
+    SELECT b.* FROM batch b JOIN upserted_orders USING (order_uid)
 ), upserted_deliveries AS (
     INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
     SELECT b.order_uid, d.name, d.phone, d.zip, d.city, d.address, d.region, d.email
-    FROM batch b, json_to_record(b.delivery) AS d(name text, phone text, zip text, city text,
-                                                  address text, region text, email text)
+    FROM written b, json_to_record(b.delivery) AS d(name text, phone text, zip text, city text,
+                                                    address text, region text, email text)
     ON CONFLICT (order_uid) DO UPDATE SET
         name = EXCLUDED.name, phone = EXCLUDED.phone, zip = EXCLUDED.zip, city = EXCLUDED.city,
         address = EXCLUDED.address, region = EXCLUDED.region, email = EXCLUDED.email
@@ -108,7 +118,7 @@ WITH batch AS MATERIALIZED (
                           payment_dt, bank, delivery_cost, goods_total, custom_fee)
     SELECT b.order_uid, p.transaction, p.request_id, p.currency, p.provider, p.amount,
            p.payment_dt, p.bank, p.delivery_cost, p.goods_total, p.custom_fee
-    FROM batch b, json_to_record(b.payment) AS p(
+    FROM written b, json_to_record(b.payment) AS p(
         transaction text, request_id text, currency text, provider text, amount bigint,
         payment_dt bigint, bank text, delivery_cost bigint, goods_total bigint, custom_fee bigint)
     ON CONFLICT (order_uid) DO UPDATE SET
@@ -118,23 +128,25 @@ WITH batch AS MATERIALIZED (
         delivery_cost = EXCLUDED.delivery_cost, goods_total = EXCLUDED.goods_total,
         custom_fee = EXCLUDED.custom_fee
 ), removed_items AS (
-    DELETE FROM items i USING batch b
+    DELETE FROM items i USING written b
     WHERE i.order_uid = b.order_uid AND i.position >= json_array_length(b.items)
+), upserted_items AS (
+    INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
+                       total_price, nm_id, brand, status)
+    SELECT b.order_uid, i.n - 1, i.chrt_id, i.track_number, i.price, i.rid, i.name, i.sale,
+           i.size, i.total_price, i.nm_id, i.brand, i.status
+    FROM written b, ROWS FROM (json_to_recordset(b.items) AS (
+            chrt_id bigint, track_number text, price bigint, rid text, name text, sale int,
+            size text, total_price bigint, nm_id bigint, brand text, status int))
+        WITH ORDINALITY AS i(chrt_id, track_number, price, rid, name, sale, size, total_price,
+                             nm_id, brand, status, n)
+    ON CONFLICT (order_uid, position) DO UPDATE SET
+        chrt_id = EXCLUDED.chrt_id, track_number = EXCLUDED.track_number, price = EXCLUDED.price,
+        rid = EXCLUDED.rid, name = EXCLUDED.name, sale = EXCLUDED.sale, size = EXCLUDED.size,
+        total_price = EXCLUDED.total_price, nm_id = EXCLUDED.nm_id, brand = EXCLUDED.brand,
+        status = EXCLUDED.status
 )
-INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
-                   total_price, nm_id, brand, status)
-SELECT b.order_uid, i.n - 1, i.chrt_id, i.track_number, i.price, i.rid, i.name, i.sale, i.size,
-       i.total_price, i.nm_id, i.brand, i.status
-FROM batch b, ROWS FROM (json_to_recordset(b.items) AS (
-        chrt_id bigint, track_number text, price bigint, rid text, name text, sale int,
-        size text, total_price bigint, nm_id bigint, brand text, status int))
-    WITH ORDINALITY AS i(chrt_id, track_number, price, rid, name, sale, size, total_price,
-                         nm_id, brand, status, n)
-ON CONFLICT (order_uid, position) DO UPDATE SET
-    chrt_id = EXCLUDED.chrt_id, track_number = EXCLUDED.track_number, price = EXCLUDED.price,
-    rid = EXCLUDED.rid, name = EXCLUDED.name, sale = EXCLUDED.sale, size = EXCLUDED.size,
-    total_price = EXCLUDED.total_price, nm_id = EXCLUDED.nm_id, brand = EXCLUDED.brand,
-    status = EXCLUDED.status
+SELECT order_uid FROM upserted_orders
 """
 
 # An order's wire JSON built from its rows, for an order stored without its body (before
@@ -170,17 +182,26 @@ SELECT_BODY = f"SELECT o.body, CASE WHEN o.body IS NULL THEN {ORDER_DOCUMENT} EN
 
 GET_ORDER = SELECT_BODY + "WHERE o.order_uid = $1"
 
-LOAD_RECENT = SELECT_BODY + "ORDER BY o.date_created DESC, o.order_uid LIMIT $1"
+LOAD_RECENT = (SELECT_BODY.replace("SELECT o.body,", "SELECT o.body, o.kafka_offset,")
+               + "ORDER BY o.date_created DESC, o.order_uid LIMIT $1")
+
+# An order to store: its order_uid, its wire JSON (from encode_order) and its version (the
+# offset of its message on its own partition; None: unknown, written whatever is stored).
+EncodedOrder = tuple[str, bytes, Optional[int]]
 
 
-def latest_per_uid(orders: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """Keep the last version of each order, sorted by id.
+def latest_per_uid(orders: Iterable[EncodedOrder]) -> list[EncodedOrder]:
+    """Keep the newest version of each order (the last one on a tie), sorted by id.
 
     One statement cannot upsert the same key twice, and a fixed row order keeps
     concurrent batches from deadlocking each other.
     """
-    latest = dict(orders)
-    return [(uid, latest[uid]) for uid in sorted(latest)]
+    latest: dict[str, EncodedOrder] = {}
+    for order in orders:
+        kept = latest.get(order[0])
+        if kept is None or kept[2] is None or order[2] is None or order[2] >= kept[2]:
+            latest[order[0]] = order
+    return [latest[uid] for uid in sorted(latest)]
 
 
 def json_array(bodies: Iterable[bytes]) -> str:
@@ -252,18 +273,21 @@ class OrderRepository:
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
 
-    async def upsert_many(self, orders: Sequence[Order]) -> None:
+    async def upsert_many(self, orders: Sequence[Order]) -> set[str]:
         """Store a batch in one transaction; an order stored again replaces the old copy."""
-        await self.upsert_encoded([(order.order_uid, encode_order(order)) for order in orders])
+        return await self.upsert_encoded(
+            [(order.order_uid, encode_order(order), None) for order in orders])
 
-    async def upsert_encoded(self, orders: Iterable[tuple[str, bytes]]) -> None:
-        """upsert_many for orders already encoded: (order_uid, wire JSON from encode_order)."""
+    async def upsert_encoded(self, orders: Iterable[EncodedOrder]) -> set[str]:
+        """upsert_many for orders already encoded, with their versions; return the order_uids
+        written (not those whose stored copy has a newer version)."""
         batch = latest_per_uid(orders)
         if not batch:
-            return
-        document = json_array(body for _, body in batch)
+            return set()
+        document = json_array(body for _, body, _ in batch)
         async with self.connection() as conn:
-            await conn.execute(UPSERT_BATCH, document)
+            rows = await conn.fetch(UPSERT_BATCH, document, [version for _, _, version in batch])
+        return {row[0] for row in rows}
 
     async def get(self, order_uid: str) -> Optional[Order]:
         """The whole order in one round trip, or None when there is none."""
@@ -280,9 +304,13 @@ class OrderRepository:
         return None if row is None else wire_json(*row)
 
     async def load_recent(self, limit: int) -> list[Order]:
-        """The newest orders by date_created, newest first (the cache warm-up)."""
+        """The newest orders by date_created, newest first."""
+        return [order for order, _ in await self.load_recent_versions(limit)]
+
+    async def load_recent_versions(self, limit: int) -> list[tuple[Order, Optional[int]]]:
+        """load_recent with each order's version (the cache warm-up)."""
         async with self.connection() as conn:
             rows = await conn.fetch(LOAD_RECENT, limit)
         # The stored body, else the document built from the rows: parsed either way.
-        return [order_from_dict(orjson.loads(body if body is not None else built))
-                for body, built in rows]
+        return [(order_from_dict(orjson.loads(body if body is not None else built)), version)
+                for body, version, built in rows]

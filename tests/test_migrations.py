@@ -18,7 +18,7 @@ from orderstream.repo import OrderRepository
 SQL_DIR = Settings().sql_dir  # the files production applies
 
 TABLES = {"orders", "deliveries", "payments", "items"}
-MIGRATIONS = ["0001.create-orders", "0002.order-body"]
+MIGRATIONS = ["0001.create-orders", "0002.order-body", "0003.order-version"]
 
 # Our tables only: yoyo keeps its own bookkeeping tables in the same schema.
 LIST_TABLES = """

@@ -125,10 +125,39 @@ async def test_stored_body_is_the_wire_json_byte_for_byte(
 async def test_generated_orders_come_back_as_the_bodies_they_were_stored_as(
         repo: OrderRepository) -> None:
     orders = list(random_orders(seed=31, n=200))
-    await repo.upsert_encoded([(order.order_uid, encode_order(order)) for order in orders])
+    await repo.upsert_encoded([(order.order_uid, encode_order(order), None) for order in orders])
 
     for order in orders:
         assert await repo.get_body(order.order_uid) == encode_order(order)
+
+
+async def test_an_older_version_never_replaces_a_newer_one(repo: OrderRepository,
+                                                          clean_database: str,
+                                                          order_dict: OrderDict) -> None:
+    first, second, third = (order_from_dict(order_dict({"delivery.city": city}))
+                            for city in ("First", "Second", "Third"))
+    uid = first.order_uid
+    assert await repo.upsert_encoded([(uid, encode_order(second), 20)]) == {uid}
+    # A late write of an earlier message (a stalled worker, a replay) is not written...
+    assert await repo.upsert_encoded([(uid, encode_order(first), 10)]) == set()
+    assert await repo.get_body(uid) == encode_order(second)
+    conn = await asyncpg.connect(clean_database)
+    try:  # the rows too, not only the body
+        assert await conn.fetchval("SELECT city FROM deliveries WHERE order_uid = $1", uid) == "Second"
+    finally:
+        await conn.close()
+    # ...the same version again is (idempotent), and so is a later one.
+    assert await repo.upsert_encoded([(uid, encode_order(second), 20)]) == {uid}
+    assert await repo.upsert_encoded([(uid, encode_order(third), 30)]) == {uid}
+    assert await repo.get_body(uid) == encode_order(third)
+    # In one batch the newest version wins, whatever the order of the batch.
+    assert await repo.upsert_encoded([(uid, encode_order(first), 50),
+                                      (uid, encode_order(second), 40)]) == {uid}
+    assert await repo.get_body(uid) == encode_order(first)
+    # An order without a version (another writer) is written whatever is stored.
+    assert await repo.upsert_many([third]) == {uid}
+    assert await repo.get_body(uid) == encode_order(third)
+    assert [version for _, version in await repo.load_recent_versions(1)] == [None]
 
 
 async def test_load_recent_is_newest_first_and_limited(repo: OrderRepository,
