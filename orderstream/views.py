@@ -210,7 +210,7 @@ def finish_routes(router: aioweb.UrlDispatcher) -> None:
     for resource in list(router.resources()):
         if isinstance(resource, (PlainResource, DynamicResource)):
             resource.add_route("*", method_not_allowed)
-    router.add_route("*", "/{path:.*}", not_found)
+    router.add_route("*", r"/{path:[\s\S]*}", not_found)  # any character, newlines too
 
 
 # Routes in one table. The hot route is a plain aiohttp handler on Faust's web server: Faust's

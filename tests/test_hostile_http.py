@@ -194,18 +194,28 @@ def open_idle_connections(port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-async def test_connection_cap_keeps_health_answering_and_the_log_quiet(start_worker: Any
-                                                                        ) -> None:
+async def test_connection_cap_keeps_health_answering_and_the_log_quiet(
+        start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 4096:
         pytest.skip(f"the open-files hard limit ({hard}) is too low for 1,500 client sockets")
     # The worker starts with a soft limit of 512 open files, as many services do: it raises
     # that to the hard limit, and serves at most HTTP_MAX_CONNECTIONS connections.
-    resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
-    try:
-        worker = await start_worker(HTTP_MAX_CONNECTIONS="1000", HTTP_HEADER_TIMEOUT="30")
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    start = Worker.start
+
+    def start_with_512_open_files(worker: Worker) -> Worker:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard))
+        try:
+            return start(worker)  # the child inherits the limit
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    monkeypatch.setattr(Worker, "start", start_with_512_open_files)
+    worker = await start_worker(HTTP_MAX_CONNECTIONS="1000", HTTP_HEADER_TIMEOUT="30")
+    if hard != resource.RLIM_INFINITY:
+        assert f"open-files limit {hard})" in worker.log(), "the soft limit was not raised"
+    # This test's own 1,500 sockets.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     log_start = len(worker.log())
 
     idle = open_idle_connections(worker.port, 1500)
@@ -234,6 +244,7 @@ async def test_connection_cap_keeps_health_answering_and_the_log_quiet(start_wor
         return reply is not None and reply.status == 404
     await eventually(served_again, timeout=30, what="lookups served again")
 
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     text = "\n".join(held)
     assert "Too many open files" not in text
     assert len(text) < 20_000, f"{len(text)} bytes of log while over the cap:\n{text[-3000:]}"
