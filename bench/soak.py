@@ -153,6 +153,10 @@ class Soak:
             await asyncio.sleep(self.args.sample_interval)
 
     async def take_sample(self) -> None:
+        process = self.worker.process
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the worker exited with {process.returncode} during the soak:\n"
+                               f"{self.worker.log_tail()}")
         metrics = await self.worker.metrics()
         total, wal, sst = dir_sizes(self.data_dir)
         self.samples.append(Sample(

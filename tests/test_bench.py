@@ -100,3 +100,23 @@ async def test_every_part_runs_and_records_complete_results(
     chart = results["chart"]["results"]
     assert chart["png"] == "latest.png" and chart["bytes"] > 0
     assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+
+
+async def test_soak_records_memory_files_and_disk_over_time(
+        tmp_path: Path, pg_server: str, kafka_brokers: str) -> None:
+    """`bench soak` at a tiny size (it is not part of `all`): samples over time, a chart."""
+    command = [sys.executable, "-m", "bench", "soak", "--soak-duration", "3", "--rate", "50",
+               "--lookup-rate", "20", "--cache-size", "40", "--partitions", "2",
+               "--sample-interval", "1", "--timeout", "60", "--results-dir", str(tmp_path)]
+    env = {**os.environ, "PG_URL": pg_server, "KAFKA_BROKERS": kafka_brokers}
+    done = await asyncio.to_thread(subprocess.run, command, cwd=REPO_ROOT, env=env,
+                                   capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    [found] = tmp_path.glob("????-??-??-soak.json")
+    soak = orjson.loads(found.read_bytes())["results"]
+    assert soak["produced"] == 150 and soak["cache_bound"] == 40
+    assert len(soak["samples"]) >= 3
+    for sample in soak["samples"]:
+        assert_positive("soak.sample", sample, "rss_bytes", "open_files")
+    assert_positive("soak", soak, "rss_max_bytes", "data_max_bytes", "open_files_max")
+    assert (tmp_path / soak["png"]).read_bytes().startswith(b"\x89PNG")
