@@ -154,7 +154,7 @@ class Settings:
     # headers, seconds an idle keep-alive connection is kept.
     http_max_connections: int = 1000
     http_header_timeout: float = 10.0
-    http_idle_timeout: float = 30.0
+    http_idle_timeout: float = 75.0
     # Seconds a date_created may lie ahead of this clock before the order is invalid.
     max_clock_skew: float = 300.0
     # Replicas of each topic the service creates; 0 = the broker's default.
