@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -129,12 +129,32 @@ def parse_log_format(raw: str) -> str:
     return raw
 
 
+def parse_tokens(raw: str) -> tuple[str, ...]:
+    """Comma-separated bearer tokens; blanks around them are ignored."""
+    return tuple(token.strip() for token in raw.split(",") if token.strip())
+
+
+def parse_security_protocol(raw: str) -> str:
+    protocol = raw.strip().upper()
+    if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ValueError("Expected PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    return protocol
+
+
+def parse_sasl_mechanism(raw: str) -> str:
+    mechanism = raw.strip().upper()
+    if mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        raise ValueError("Expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    return mechanism
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service can be told, with the Go service's names and defaults."""
 
     http_addr: tuple[str, int] = ("0.0.0.0", 8081)
-    pg_url: str = "postgres://postgres:postgres@127.0.0.1:5432/orders?sslmode=disable"
+    pg_url: str = field(default="postgres://postgres:postgres@127.0.0.1:5432/orders?sslmode=disable",
+                        repr=False)
     kafka_brokers: tuple[str, ...] = ("127.0.0.1:9092",)
     kafka_topic: str = "orders"
     kafka_group_id: str = "order-svc"
@@ -163,6 +183,17 @@ class Settings:
     rocksdb_write_buffer_mb: int = 4
     rocksdb_block_cache_mb: int = 16
     rocksdb_max_wal_mb: int = 16
+    # Security (issue 11): bearer tokens for the API and for /metrics (empty: no auth), and
+    # how to reach a secured Kafka. Secrets are kept out of repr().
+    api_tokens: tuple[str, ...] = field(default=(), repr=False)
+    metrics_token: str = field(default="", repr=False)
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
     web_dir: Path = Path(__file__).resolve().parent.parent / "web"
@@ -187,14 +218,14 @@ class Settings:
         """Read every setting from ``env``; an invalid value raises ConfigError naming it."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            name = field.name.upper()
+        for spec in fields(cls):
+            name = spec.name.upper()
             raw = env.get(name)
             if raw is None or raw == "":
                 continue
-            parser = PARSERS[field.name]
+            parser = PARSERS[spec.name]
             try:
-                values[field.name] = parser(raw)
+                values[spec.name] = parser(raw)
             except ValueError as exc:
                 # Our parsers word their reasons as sentences; a library's message gets wrapped.
                 reason = str(exc) if str(exc)[:1].isupper() else f"Not valid: {exc}."
@@ -228,6 +259,15 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "rocksdb_write_buffer_mb": parse_positive_int,
     "rocksdb_block_cache_mb": parse_positive_int,
     "rocksdb_max_wal_mb": parse_positive_int,
+    "api_tokens": parse_tokens,
+    "metrics_token": str,
+    "kafka_security_protocol": parse_security_protocol,
+    "kafka_sasl_mechanism": parse_sasl_mechanism,
+    "kafka_sasl_username": str,
+    "kafka_sasl_password": str,
+    "kafka_ssl_cafile": str,
+    "kafka_ssl_certfile": str,
+    "kafka_ssl_keyfile": str,
     "log_level": parse_log_level,
     "log_format": parse_log_format,
     "web_dir": Path,
