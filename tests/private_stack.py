@@ -30,10 +30,37 @@ class PrivateStack:
     kafka_port: int = field(default_factory=free_port)
     controller_port: int = field(default_factory=free_port)
     pg_port: int = field(default_factory=free_port)
+    # secure=True adds SASL_PLAINTEXT, SSL (mutual TLS) and SASL_SSL listeners to the broker,
+    # with the SCRAM/PLAIN user ``sasl_user`` and a CA of its own (stack.sh's kafka security).
+    secure: bool = False
+    sasl_port: int = field(default_factory=free_port)
+    ssl_port: int = field(default_factory=free_port)
+    sasl_ssl_port: int = field(default_factory=free_port)
+    sasl_user: tuple[str, str] = ("orderstream", "orderstream-secret")
 
     @property
     def kafka_brokers(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """ca.pem (the CA the broker's certificate is signed by), client.pem and client.key."""
+        return self.directory / "kafka" / "tls"
+
+    def secure_env(self, protocol: str, mechanism: str = "SCRAM-SHA-256") -> dict[str, str]:
+        """The service's settings for reaching this broker over ``protocol``."""
+        port = {"PLAINTEXT": self.kafka_port, "SASL_PLAINTEXT": self.sasl_port,
+                "SSL": self.ssl_port, "SASL_SSL": self.sasl_ssl_port}[protocol]
+        env = {"KAFKA_BROKERS": f"127.0.0.1:{port}", "KAFKA_SECURITY_PROTOCOL": protocol}
+        if protocol.startswith("SASL_"):
+            env.update(KAFKA_SASL_MECHANISM=mechanism, KAFKA_SASL_USERNAME=self.sasl_user[0],
+                       KAFKA_SASL_PASSWORD=self.sasl_user[1])
+        if protocol.endswith("SSL"):
+            env["KAFKA_SSL_CAFILE"] = str(self.tls_dir / "ca.pem")
+        if protocol == "SSL":
+            env.update(KAFKA_SSL_CERTFILE=str(self.tls_dir / "client.pem"),
+                       KAFKA_SSL_KEYFILE=str(self.tls_dir / "client.key"))
+        return env
 
     @property
     def pg_url(self) -> str:
@@ -43,7 +70,15 @@ class PrivateStack:
         return {**os.environ, "STACK_DIR": str(self.directory),
                 "KAFKA_PORT": str(self.kafka_port),
                 "KAFKA_CONTROLLER_PORT": str(self.controller_port),
-                "PG_PORT": str(self.pg_port), "KAFKA_LIBS": str(SHARED_KAFKA_LIBS)}
+                "PG_PORT": str(self.pg_port), "KAFKA_LIBS": str(SHARED_KAFKA_LIBS),
+                **self._secure_stack_env()}
+
+    def _secure_stack_env(self) -> dict[str, str]:
+        if not self.secure:
+            return {}
+        return {"KAFKA_SASL_PORT": str(self.sasl_port), "KAFKA_SSL_PORT": str(self.ssl_port),
+                "KAFKA_SASL_SSL_PORT": str(self.sasl_ssl_port),
+                "KAFKA_SASL_USERS": ":".join(self.sasl_user)}
 
     def run(self, command: str, timeout: float = 120) -> str:
         """Run ``stack.sh command``; a failure fails the test with the script's output."""
