@@ -12,7 +12,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.transport.consumer import Consumer
 
-from . import kafka_watch
+from . import kafka_security, kafka_watch
 from .config import ConfigError, Settings
 from .logs import logging_config
 from .repo import OrderRepository
@@ -30,7 +30,9 @@ BATCH_PRODUCER_MAX_BYTES = 1024 * 1024
 def load_settings() -> Settings:
     """Read the settings, or stop with the message that names the bad variable."""
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        kafka_security.check(settings)  # TLS/SASL combinations that cannot connect
+        return settings
     except ConfigError as exc:
         sys.exit(f"orderstream: {exc}")
 
@@ -70,6 +72,8 @@ class OrderApp(faust.App):
         super().__init__(
             settings.kafka_group_id,
             broker=settings.kafka_url,
+            # TLS and SASL for Faust's consumer and producer (the worker, `send`, `produce`).
+            broker_credentials=kafka_security.faust_credentials(settings),
             # The cache's RocksDB store: bounded memory, stale or broken files rebuilt.
             store=store_url(settings),
             datadir=app_datadir(settings),
@@ -120,13 +124,15 @@ class OrderApp(faust.App):
                                                   cache_updates_topic)],
             partitions=self.settings.kafka_partitions,
             replication=self.settings.kafka_replication_factor,
+            security=kafka_security.client_kwargs(self.settings),
         )
         # Before the tables and the assignor start: they create their topics with this.
         self.conf.topic_replication_factor = replication
         self._batch_producer = AIOKafkaProducer(
             bootstrap_servers=",".join(self.settings.kafka_brokers), acks="all",
             max_batch_size=BATCH_PRODUCER_MAX_BYTES,
-            max_request_size=MAX_REQUEST_BYTES)
+            max_request_size=MAX_REQUEST_BYTES,
+            **kafka_security.client_kwargs(self.settings))
         await self._batch_producer.start()
         # From here on /ready knows whether Kafka answers, and an outage is logged once.
         self.add_future(kafka_watch.watch(self._batch_producer.client, self.settings.kafka_topic,

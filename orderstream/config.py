@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -15,13 +16,66 @@ TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
+SECRET_SUFFIXES = ("_PASSWORD", "_TOKEN", "_TOKENS")
+MASK = "***"
+_URL_PASSWORD_PARAMETER = re.compile(r"([?&](?:ssl)?password=)[^&#]*")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password (and any password=/sslpassword= parameter) as ***.
+
+    Works on malformed URLs too, which is when they get printed: user:password@ is found
+    by hand, not by a URL parser that may refuse the value.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        query_at = rest.find("?")
+        head, tail = (rest[:query_at], rest[query_at:]) if query_at >= 0 else (rest, "")
+        userinfo, at, hosts = head.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if at and colon:
+            rest = f"{user}:{MASK}@{hosts}{tail}"
+        url = f"{scheme}{sep}{rest}"
+    return _URL_PASSWORD_PARAMETER.sub(rf"\g<1>{MASK}", url)
+
+
+def shown_value(name: str, value: str) -> str:
+    """What a message may show of a setting's value: secrets never, URLs without passwords."""
+    if name.endswith(SECRET_SUFFIXES):
+        return MASK
+    if name.endswith("_URL"):
+        return mask_url(value)
+    return value
+
+
 class ConfigError(ValueError):
-    """An environment variable has a value the service cannot use."""
+    """An environment variable has a value the service cannot use.
+
+    The message (and ``value``) never carries a secret: *_PASSWORD and *_TOKEN(S) values
+    are shown as ***, and PG_URL without its password, even where the reason quotes it.
+    """
 
     def __init__(self, name: str, value: str, reason: str) -> None:
-        super().__init__(f"Config {name!r} has value {value!r}. {reason}")
+        shown = shown_value(name, value)
+        if shown != value:
+            reason = reason.replace(value, shown)
+            for secret in _secrets_in(name, value):
+                reason = reason.replace(secret, MASK)
+        super().__init__(f"Config {name!r} has value {shown!r}. {reason}")
         self.name = name
-        self.value = value
+        self.value = shown
+
+
+def _secrets_in(name: str, value: str) -> list[str]:
+    """The parts of a value that must not be printed (for a URL: its passwords)."""
+    if name.endswith(SECRET_SUFFIXES):
+        return [part for part in (value, *value.split(",")) if part.strip()]
+    found = []
+    userinfo = value.partition("://")[2].partition("?")[0].rpartition("@")[0]
+    if ":" in userinfo:
+        found.append(userinfo.partition(":")[2])
+    found += [match.group(0).partition("=")[2] for match in _URL_PASSWORD_PARAMETER.finditer(value)]
+    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 def parse_bool(raw: str) -> bool:
@@ -98,9 +152,20 @@ def parse_brokers(raw: str) -> tuple[str, ...]:
 
 
 def parse_pg_url(raw: str) -> str:
-    url = URL(raw)
+    """A postgres:// URL whose TLS parameters can be used (files readable, values known)."""
+    from .pg_tls import TlsSettingError, asyncpg_arguments  # pg_tls imports asyncpg
+
+    try:
+        url = URL(raw)
+        url.port  # a port that is no number raises here
+    except ValueError:
+        url = URL()
     if url.scheme not in ("postgres", "postgresql") or not url.host:
         raise ValueError("Expected postgres://user:password@host:port/database.")
+    try:
+        asyncpg_arguments(raw)
+    except TlsSettingError as exc:
+        raise ValueError(f"TLS: {exc}.") from None
     return raw
 
 
@@ -210,8 +275,7 @@ class Settings:
 
     @property
     def pg_url_redacted(self) -> str:
-        url = URL(self.pg_url)
-        return str(url.with_password("***")) if url.password else self.pg_url
+        return mask_url(self.pg_url)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":

@@ -11,6 +11,7 @@ import asyncpg
 import orjson
 
 from .models import Order, encode_order, order_from_dict
+from .pg_tls import asyncpg_arguments, connect_naming_tls
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +239,15 @@ class OrderRepository:
         return self._pool
 
     async def connect(self) -> None:
-        """Create the pool; connections open lazily so start-up survives a database outage."""
+        """Create the pool; connections open lazily so start-up survives a database outage.
+
+        PG_URL's TLS parameters become an SSLContext here (pg_tls.py): a CA or key file
+        that cannot be read stops start-up; a refused certificate is an outage that names them.
+        """
+        dsn, ssl_context = asyncpg_arguments(self.dsn)
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=0, max_size=self.pool_size,
+            dsn, ssl=ssl_context, connect=connect_naming_tls,
+            min_size=0, max_size=self.pool_size,
             command_timeout=self.command_timeout,
             # json_build_object renders timestamps in the session time zone.
             server_settings={"timezone": "UTC"},

@@ -7,6 +7,7 @@
 # Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (9092),
 #        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432), KAFKA_LIBS (<STACK_DIR>/kafka/libs),
 #        CLUSTER_KAFKA_PORTS (19092,19093,19094), CLUSTER_CONTROLLER_PORTS (19192,19193,19194)
+#        PG_TLS (off; on: PostgreSQL over TLS, CA in <STACK_DIR>/pg-tls), PG_TLS_CERT_USER
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -389,6 +390,7 @@ max_connections = 200
 shared_buffers = 256MB
 fsync = on
 EOF
+  pg_tls_configure "$home"
   chown postgres:postgres "$home/data/stack.conf"
   start=$EPOCHREALTIME
   as_postgres "$PG_BIN/pg_ctl" -D "$home/data" -l "$home/postgres.log" -w -t "$DEADLINE_SECONDS" start >/dev/null ||
@@ -400,6 +402,7 @@ EOF
     psql_q postgres 'create database orders'
   fi
   retry_until_deadline pg_answers || { show_log_tail "$home/postgres.log"; die "database orders does not answer"; }
+  pg_tls_cert_role
   say "postgres ready in $(elapsed "$start") (pid $(pg_pid "$home"))"
 }
 
@@ -410,6 +413,88 @@ pg_down() {
   if ! pg_running "$home"; then say "postgres not running"; return; fi
   say "stopping postgres (pid $(pg_pid "$home"))"
   as_postgres "$PG_BIN/pg_ctl" -D "$home/data" -m fast -w stop >/dev/null
+}
+
+# --- postgresql over TLS (an option: PG_TLS=on) ---------------------------------
+# PG_TLS=on starts the cluster with ssl = on and a server certificate for localhost and
+# 127.0.0.1, signed by a CA made here once (openssl): <STACK_DIR>/pg-tls/ca.crt is what a
+# client trusts (PG_URL ...?sslmode=verify-full&sslrootcert=<it>). PG_TLS_CERT_USER=<role>
+# also makes that role (if missing) and a client certificate for it (client.crt, client.key,
+# CN = the role), and puts `hostssl all <role> 127.0.0.1/32 cert` first in pg_hba.conf: that
+# role logs in with its certificate only. Every other role keeps its password, with or
+# without TLS. Applied on each start: a start without PG_TLS turns TLS off again.
+PG_TLS=${PG_TLS:-off}
+PG_TLS_CERT_USER=${PG_TLS_CERT_USER:-}
+PG_TLS_DIR=$STACK_DIR/pg-tls
+PG_HBA_BEGIN='# stack.sh PG_TLS_CERT_USER begin'
+PG_HBA_END='# stack.sh PG_TLS_CERT_USER end'
+
+pg_tls_on() { [[ $PG_TLS == on || $PG_TLS == 1 || $PG_TLS == true ]]; }
+
+# Writes $1.key and $1.crt signed by the CA: name, subject, extensions file.
+pg_tls_issue() {
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PG_TLS_DIR/$1.key" -subj "$2" \
+    -out "$PG_TLS_DIR/$1.csr" 2>/dev/null
+  openssl x509 -req -in "$PG_TLS_DIR/$1.csr" -CA "$PG_TLS_DIR/ca.crt" -CAkey "$PG_TLS_DIR/ca.key" \
+    -CAcreateserial -days 3650 -sha256 -extfile "$3" -out "$PG_TLS_DIR/$1.crt" 2>/dev/null
+  rm -f "$PG_TLS_DIR/$1.csr"
+  chmod 600 "$PG_TLS_DIR/$1.key"
+}
+
+pg_tls_files() {
+  need_cmd openssl openssl
+  mkdir -p "$PG_TLS_DIR"
+  if [[ ! -s $PG_TLS_DIR/server.crt ]]; then
+    say "making a test CA and a server certificate in $PG_TLS_DIR"
+    openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -sha256 -subj "/CN=orderstream test CA" \
+      -keyout "$PG_TLS_DIR/ca.key" -out "$PG_TLS_DIR/ca.crt" 2>/dev/null
+    chmod 600 "$PG_TLS_DIR/ca.key"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$PG_TLS_DIR/server.ext"
+    pg_tls_issue server "/CN=localhost" "$PG_TLS_DIR/server.ext"
+  fi
+  if [[ -n $PG_TLS_CERT_USER && $(cat "$PG_TLS_DIR/client.user" 2>/dev/null) != "$PG_TLS_CERT_USER" ]]; then
+    say "making a client certificate for role $PG_TLS_CERT_USER"
+    printf 'extendedKeyUsage=clientAuth\n' >"$PG_TLS_DIR/client.ext"
+    pg_tls_issue client "/CN=$PG_TLS_CERT_USER" "$PG_TLS_DIR/client.ext"
+    echo "$PG_TLS_CERT_USER" >"$PG_TLS_DIR/client.user"
+  fi
+}
+
+# Called by pg_up once stack.conf is written: TLS settings, certificates, pg_hba's cert rule.
+pg_tls_configure() { # home
+  local data=$1/data hba=$1/data/pg_hba.conf
+  # The cert rule is ours alone: drop the previous one, add it again when asked for.
+  sed -i "/^$PG_HBA_BEGIN\$/,/^$PG_HBA_END\$/d" "$hba"
+  pg_tls_on || return 0
+  [[ -z $PG_TLS_CERT_USER || $PG_TLS_CERT_USER =~ ^[a-z_][a-z0-9_]*$ ]] ||
+    die "PG_TLS_CERT_USER must be a plain lower-case role name"
+  pg_tls_files
+  install -o postgres -g postgres -m 600 "$PG_TLS_DIR/server.crt" "$data/server.crt"
+  install -o postgres -g postgres -m 600 "$PG_TLS_DIR/server.key" "$data/server.key"
+  install -o postgres -g postgres -m 600 "$PG_TLS_DIR/ca.crt" "$data/root.crt"
+  cat >>"$data/stack.conf" <<EOF
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_ca_file = 'root.crt'
+EOF
+  if [[ -n $PG_TLS_CERT_USER ]]; then
+    { echo "$PG_HBA_BEGIN"
+      echo "hostssl all $PG_TLS_CERT_USER 127.0.0.1/32 cert"
+      echo "$PG_HBA_END"
+      cat "$hba"; } >"$hba.new"
+    chown postgres:postgres "$hba.new"
+    chmod 600 "$hba.new"
+    mv "$hba.new" "$hba"
+  fi
+  say "postgres TLS on: clients trust $PG_TLS_DIR/ca.crt${PG_TLS_CERT_USER:+; role $PG_TLS_CERT_USER logs in with $PG_TLS_DIR/client.crt}"
+}
+
+# The certificate-only role, made once the server answers.
+pg_tls_cert_role() {
+  pg_tls_on && [[ -n $PG_TLS_CERT_USER ]] || return 0
+  [[ -n $(psql_q postgres "select 1 from pg_roles where rolname = '$PG_TLS_CERT_USER'") ]] ||
+    psql_q postgres "create role $PG_TLS_CERT_USER login"
 }
 
 # --- commands -----------------------------------------------------------------

@@ -53,7 +53,7 @@ def test_cache_enabled_rejects_maybe() -> None:
 @pytest.mark.parametrize("name, raw", [
     ("HTTP_ADDR", "8081"), ("HTTP_ADDR", ":0"), ("HTTP_ADDR", ":65536"), ("HTTP_ADDR", "h:http"),
     ("KAFKA_BROKERS", " , "), ("KAFKA_BROKERS", "127.0.0.1"), ("KAFKA_BROKERS", "a:9092,b:x"),
-    ("PG_URL", "mysql://u:p@h/db"), ("PG_URL", "orders"), ("PG_URL", "postgres://u:p@h:abc/db"),
+    ("PG_URL", "mysql://u@h/db"), ("PG_URL", "orders"), ("PG_URL", "postgres://u@h:abc/db"),
     ("CACHE_STORE", "redis://"), ("CACHE_STORE", "memory"),
     ("KAFKA_PARTITIONS", "0"), ("KAFKA_PARTITIONS", "-1"), ("KAFKA_PARTITIONS", "x"),
 ])
