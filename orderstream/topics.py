@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import InvalidReplicationFactorError, TopicAlreadyExistsError
+from aiokafka.errors import (InvalidReplicationFactorError, KafkaConnectionError,
+                             TopicAlreadyExistsError)
 
 logger = logging.getLogger(__name__)
 
@@ -25,15 +26,27 @@ class TopicPartitionsMismatch(RuntimeError):
 
 
 async def ensure_topics(brokers: str, names: Sequence[str], *, partitions: int,
-                        replication: int = 0) -> int:
+                        replication: int = 0, security: Mapping[str, Any] | None = None) -> int:
     """Create missing topics and check that existing ones have ``partitions`` partitions.
 
     Faust declares its topics while subscribing, and a topic created in that moment is
     missing from the first assignment; creating them here first avoids that. Topics get
     ``replication`` replicas, 0 meaning the broker's default; returns the number used.
+    ``security`` are the TLS/SASL arguments of the other clients (kafka_security.py).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=brokers)
-    await admin.start()
+    security = security or {}
+    admin = AIOKafkaAdminClient(bootstrap_servers=brokers, **security)
+    try:
+        await admin.start()
+    except KafkaConnectionError as exc:
+        # aiokafka logged why just before (refused credentials, an untrusted certificate, no
+        # answer); its own error names only the addresses, so say what to check.
+        await admin.close()
+        protocol = security.get("security_protocol", "PLAINTEXT")
+        raise RuntimeError(
+            f"Could not connect to Kafka at {brokers} over {protocol}: see the error logged "
+            "above; check KAFKA_BROKERS, KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, "
+            "KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SSL_CAFILE") from exc
     try:
         replication = replication or await broker_default_replication(admin)
         response = await admin.create_topics(

@@ -7,6 +7,8 @@
 # Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (9092),
 #        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432), KAFKA_LIBS (<STACK_DIR>/kafka/libs),
 #        CLUSTER_KAFKA_PORTS (19092,19093,19094), CLUSTER_CONTROLLER_PORTS (19192,19193,19194)
+#        KAFKA_SASL_PORT, KAFKA_SSL_PORT, KAFKA_SASL_SSL_PORT (unset: no such listener),
+#        KAFKA_SASL_USERS (orderstream:orderstream-secret)   (an option: TLS and SASL listeners)
 #        PG_TLS (off; on: PostgreSQL over TLS, CA in <STACK_DIR>/pg-tls), PG_TLS_CERT_USER
 set -euo pipefail
 
@@ -156,8 +158,10 @@ kafka_new_cluster_id() { java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random
 
 kafka_configure() {
   kafka_render
+  kafka_secure_render
   [[ -f $KAFKA_DATA/meta.properties ]] && return
-  kafka_format --standalone -t "$(kafka_new_cluster_id)"
+  kafka_format --standalone -t "$(kafka_new_cluster_id)" "${SCRAM_ARGS[@]}"
+  ((${#SCRAM_ARGS[@]} == 0)) || touch "$KAFKA_DIR/scram-users"
 }
 
 kafka_wait_ready() { # pid
@@ -211,6 +215,89 @@ kafka_down() {
   while pid_alive "$pid" && ((SECONDS < deadline)); do sleep 0.5; done
   if pid_alive "$pid"; then say "kafka did not stop within 30s, sending SIGKILL"; kill -KILL "$pid"; fi
   rm -f "$KAFKA_PID_FILE"
+}
+
+# --- kafka security (an option) ---------------------------------------------------
+# KAFKA_SASL_PORT, KAFKA_SSL_PORT, KAFKA_SASL_SSL_PORT add SASL_PLAINTEXT, SSL (mutual TLS)
+# and SASL_SSL listeners beside PLAINTEXT on the single node. SASL knows KAFKA_SASL_USERS
+# ("name:password,..."), as SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN users; SCRAM users are
+# created when the storage is formatted, so they need a fresh data dir. TLS material is made
+# once in <STACK_DIR>/kafka/tls: ca.pem (what clients trust), the broker's keystore and a
+# client certificate (client.pem, client.key) for the SSL listener.
+KAFKA_SECURE_TEMPLATE=$SCRIPTS/kafka/security.properties.template
+KAFKA_SASL_USERS=${KAFKA_SASL_USERS:-orderstream:orderstream-secret}
+SCRAM_ARGS=()
+
+kafka_secure_enabled() { [[ -n ${KAFKA_SASL_PORT:-}${KAFKA_SSL_PORT:-}${KAFKA_SASL_SSL_PORT:-} ]]; }
+
+# Signs $1.pem (with key $1.key) by the CA for extended key usage $2 (serverAuth|clientAuth).
+kafka_tls_sign() { # name, usage, subject
+  local dir=$KAFKA_DIR/tls
+  openssl req -newkey rsa:2048 -nodes -subj "$3" -keyout "$dir/$1.key" -out "$dir/$1.csr" 2>/dev/null
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=$2" "subjectKeyIdentifier=hash" "authorityKeyIdentifier=keyid" \
+    "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$dir/$1.ext"
+  openssl x509 -req -in "$dir/$1.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 825 -sha256 -extfile "$dir/$1.ext" -out "$dir/$1.pem" 2>/dev/null
+  rm -f "$dir/$1.csr" "$dir/$1.ext"
+}
+
+kafka_tls_material() {
+  local dir=$KAFKA_DIR/tls
+  [[ -f $dir/truststore.p12 ]] && return
+  need_cmd openssl openssl
+  command -v keytool >/dev/null || die "keytool (from the JDK) is needed for the kafka truststore"
+  say "making a self-signed CA and the kafka broker's keystore in $dir"
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  openssl rand -hex 16 >"$dir/store.password"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 825 -sha256 -subj "/CN=orderstream local CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+  kafka_tls_sign broker serverAuth /CN=localhost
+  kafka_tls_sign client clientAuth /CN=orderstream
+  openssl pkcs12 -export -in "$dir/broker.pem" -inkey "$dir/broker.key" -certfile "$dir/ca.pem" \
+    -name broker -passout "file:$dir/store.password" -out "$dir/broker.p12"
+  keytool -importcert -noprompt -alias ca -file "$dir/ca.pem" -keystore "$dir/truststore.p12" \
+    -storetype PKCS12 -storepass "$(cat "$dir/store.password")" >/dev/null 2>&1
+}
+
+# Adds the listeners asked for to $KAFKA_PROPS (just rendered) and fills SCRAM_ARGS for the format.
+kafka_secure_render() {
+  kafka_secure_enabled || return 0
+  local listeners=() map=() users=() name port user password plain_users=""
+  for name in SASL_PLAINTEXT SSL SASL_SSL; do
+    case $name in
+      SASL_PLAINTEXT) port=${KAFKA_SASL_PORT:-} ;;
+      SSL) port=${KAFKA_SSL_PORT:-} ;;
+      SASL_SSL) port=${KAFKA_SASL_SSL_PORT:-} ;;
+    esac
+    [[ -n $port ]] || continue
+    require_free_port "$port" "KAFKA_${name/#SASL_PLAINTEXT/SASL}_PORT" "the kafka $name listener"
+    listeners+=("$name://127.0.0.1:$port")
+    map+=("$name:$name")
+  done
+  kafka_tls_material
+  SCRAM_ARGS=()
+  IFS=, read -r -a users <<<"$KAFKA_SASL_USERS"
+  for user in "${users[@]}"; do
+    password=${user#*:}
+    user=${user%%:*}
+    SCRAM_ARGS+=(--add-scram "SCRAM-SHA-256=[name=$user,password=$password]"
+      --add-scram "SCRAM-SHA-512=[name=$user,password=$password]")
+    plain_users+="user_$user=\"$password\" "
+  done
+  local joined
+  joined=$(IFS=,; echo "${listeners[*]}")
+  sed -i -e "s|^\(listeners=.*\)$|\1,$joined|" -e "s|^\(advertised.listeners=.*\)$|\1,$joined|" \
+    -e "s|^\(listener.security.protocol.map=.*\)$|\1,$(IFS=,; echo "${map[*]}")|" "$KAFKA_PROPS"
+  sed -e "s|\${KAFKA_TLS_DIR}|$KAFKA_DIR/tls|g" \
+    -e "s|\${KAFKA_STORE_PASSWORD}|$(cat "$KAFKA_DIR/tls/store.password")|g" \
+    -e "s|\${PLAIN_USERS}|${plain_users% }|g" "$KAFKA_SECURE_TEMPLATE" >>"$KAFKA_PROPS"
+  if [[ -f $KAFKA_DATA/meta.properties && ! -f $KAFKA_DIR/scram-users ]]; then
+    say "WARNING: this kafka storage was formatted without SCRAM users; wipe $KAFKA_DATA to create them"
+  fi
+  say "kafka listeners added: $joined (CA: $KAFKA_DIR/tls/ca.pem)"
 }
 
 # --- kafka cluster (an option: `cluster-up`) -----------------------------------
