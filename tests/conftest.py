@@ -21,10 +21,23 @@ from orderstream.migrations import migrate_database
 from orderstream.repo import OrderRepository
 
 from .harness import Worker, admin_execute
+from .secrets_registry import leaks_in, registered_secrets
 
 _SHARED_MODEL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "model.json"
 _LOCAL_MODEL = Path(__file__).resolve().parent / "fixtures" / "model.json"  # a copy, for lone checkouts
 _PATH_PART = re.compile(r"[^.\[\]]+")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """After the last test: no log the suite wrote (worker logs, private stacks' logs, all
+    ``*.log`` under pytest's base temp) holds a secret a test registered (secrets_registry)."""
+    yield
+    leaks = leaks_in(tmp_path_factory.getbasetemp(), registered_secrets())
+    if leaks:
+        # The report names the secret by its first characters only: CI logs are logs too.
+        pytest.fail("secrets found in logs the tests wrote:\n" + "\n".join(
+            f"  {path}:{line}: {secret[:4]}..." for path, line, secret in leaks), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,10 @@ class PrivateStack:
     ssl_port: int = field(default_factory=free_port)
     sasl_ssl_port: int = field(default_factory=free_port)
     sasl_user: tuple[str, str] = ("orderstream", "orderstream-secret")
+    # pg_tls=True starts PostgreSQL with ssl = on and a server certificate signed by a CA of
+    # its own (stack.sh PG_TLS=on); pg_cert_user, a role that logs in with a client certificate.
+    pg_tls: bool = False
+    pg_cert_user: str = ""
 
     @property
     def kafka_brokers(self) -> str:
@@ -66,12 +70,26 @@ class PrivateStack:
     def pg_url(self) -> str:
         return f"postgres://postgres:postgres@127.0.0.1:{self.pg_port}/orders?sslmode=disable"
 
+    @property
+    def pg_tls_dir(self) -> Path:
+        """ca.crt (what clients trust), and client.crt, client.key for ``pg_cert_user``."""
+        return self.directory / "pg-tls"
+
+    def pg_tls_url(self, database: str = "orders", user: str = "postgres:postgres",
+                   host: str = "localhost", **params: str) -> str:
+        """A PG_URL that checks the server's certificate (verify-full), plus ``params``."""
+        query = "&".join(f"{name}={value}" for name, value in
+                         {"sslmode": "verify-full", "sslrootcert": str(self.pg_tls_dir / "ca.crt"),
+                          **params}.items())
+        return f"postgres://{user}@{host}:{self.pg_port}/{database}?{query}"
+
     def _env(self) -> dict[str, str]:
         return {**os.environ, "STACK_DIR": str(self.directory),
                 "KAFKA_PORT": str(self.kafka_port),
                 "KAFKA_CONTROLLER_PORT": str(self.controller_port),
                 "PG_PORT": str(self.pg_port), "KAFKA_LIBS": str(SHARED_KAFKA_LIBS),
-                **self._secure_stack_env()}
+                **self._secure_stack_env(),
+                **({"PG_TLS": "on", "PG_TLS_CERT_USER": self.pg_cert_user} if self.pg_tls else {})}
 
     def _secure_stack_env(self) -> dict[str, str]:
         if not self.secure:
