@@ -97,6 +97,11 @@ class OrderApp(faust.App):
             # The broker's limit decides; a refused dead letter or forward shrinks (republish.py).
             producer_max_request_size=MAX_REQUEST_BYTES,
             web_stats_enabled=False,
+            # Faust's /table/<name>/<key>/ served cached orders past the lookup's validation,
+            # metrics and tokens, and /router/ the cluster's layout. Lookups are forwarded to
+            # our own /order route (views.ask_owner), so neither is needed.
+            web_tables_enabled=False,
+            web_router_enabled=False,
             logging_config=logging_config(settings.log_level, settings.log_format),
             **kwargs,
         )

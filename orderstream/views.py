@@ -1,4 +1,9 @@
-"""HTTP handlers on Faust's web server: order lookup, the page and its assets, JSON errors."""
+"""HTTP handlers on Faust's web server: order lookup, the page and its assets, JSON errors.
+
+With API_TOKENS set, the order lookup answers only requests with one of the tokens
+(auth.py); /metrics likewise with METRICS_TOKEN. The page, its assets, /health, /ready and
+/openapi.yaml stay open: they reveal no order.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
 from yarl import URL
 
-from . import metrics, webserver
+from . import auth, metrics, webserver
 from .app import app, settings
 from .models import ORDER_UID_MAX_LENGTH, is_valid_order_uid
 from .repo import DatabaseUnavailable
@@ -31,6 +36,10 @@ FORWARDED_HEADER = "X-Orderstream-Forwarded"
 PASSED_HEADERS = ("X-Source", "X-Duration-ms", "X-Served-By")
 FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 ORDER_ROUTE = "/order/{order_uid}"
+AUTHORIZATION = "Authorization"
+
+api_tokens = auth.BearerTokens(settings.api_tokens)
+metrics_tokens = auth.BearerTokens((settings.metrics_token,))
 
 
 def error_body(message: str, **details: str) -> bytes:
@@ -81,15 +90,27 @@ def wants_database(request: aioweb.Request) -> bool:
 
 
 async def ask_owner(owner: URL, request: aioweb.Request) -> Optional[aioweb.Response]:
-    """Forward the lookup to the owner and keep its headers; None when it cannot answer."""
+    """Forward the lookup to the owner and keep its headers; None when it cannot answer.
+
+    The caller's Authorization header goes along: the owner checks the same token against the
+    same API_TOKENS, so no credential of the cluster's own exists to leak or rotate. An owner
+    that refuses a token this worker accepted (API_TOKENS differ during a rolling change) is
+    an owner that cannot answer: PostgreSQL is read instead.
+    """
     target = owner.join(request.rel_url)
+    headers = {FORWARDED_HEADER: "1"}
+    if (authorization := request.headers.get(AUTHORIZATION)) is not None:
+        headers[AUTHORIZATION] = authorization
     try:
-        async with app.http_client.get(
-            target, headers={FORWARDED_HEADER: "1"}, timeout=FORWARD_TIMEOUT
-        ) as reply:
+        async with app.http_client.get(target, headers=headers, timeout=FORWARD_TIMEOUT
+                                       ) as reply:
             body = await reply.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("Lookup forward to %s failed, reading PostgreSQL: %r", owner, exc)
+        return None
+    if reply.status == 401:
+        logger.warning("Lookup forward to %s refused the token this worker accepted (do the "
+                       "workers' API_TOKENS differ?), reading PostgreSQL", owner)
         return None
     if reply.status >= 500:
         return None
@@ -112,6 +133,9 @@ async def get_order(request: aioweb.Request) -> aioweb.Response:
         return aioweb.Response(body=body, status=status, content_type="application/json",
                                headers=headers)
 
+    if api_tokens.enabled and not api_tokens.allows(request.headers.get(AUTHORIZATION)):
+        metrics.observe_request(ORDER_ROUTE, None, 401, time.perf_counter() - started)
+        return auth.unauthorized(request.headers.get(AUTHORIZATION))
     if not is_valid_order_uid(order_uid):
         return answer(error_body(
             f"invalid order_uid: use 1 to {ORDER_UID_MAX_LENGTH} letters, digits, '-' or '_'",
@@ -135,10 +159,35 @@ async def get_order(request: aioweb.Request) -> aioweb.Response:
     try:
         body = await app.repo.get_body(order_uid)
     except DatabaseUnavailable as exc:
-        return answer(error_body("database unavailable", detail=str(exc)), 503, "db")
+        # The reason names hosts and ports: for the operator's log, not for the client.
+        db_outage.failed(order_uid, exc)
+        return answer(error_body("database unavailable"), 503, "db")
+    db_outage.answered()
     if body is None:
         return answer(error_body("order not found", order_uid=order_uid), 404, "db")
     return answer(body, 200, "db")
+
+
+class LookupOutage:
+    """Logs lookups failing on PostgreSQL once as that starts (with the reason) and once as it
+    ends, not once per lookup."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def failed(self, order_uid: str, exc: DatabaseUnavailable) -> None:
+        if not self.down:
+            self.down = True
+            logger.warning("Lookups answer 503: PostgreSQL unavailable (order_uid %s): %s",
+                           order_uid, exc)
+
+    def answered(self) -> None:
+        if self.down:
+            self.down = False
+            logger.info("Lookups read PostgreSQL again")
+
+
+db_outage = LookupOutage()
 
 
 # Faust types a page's result as its Response; aiohttp's FileResponse streams a file instead.
@@ -158,12 +207,16 @@ async def openapi_spec(web: View, request: Request) -> Response:
 @app.page("/metrics")
 async def prometheus_metrics(web: View, request: Request) -> Response:
     """Prometheus metrics: ours and Faust's sensor, in the text format."""
+    if metrics_tokens.enabled and not metrics_tokens.allows(request.headers.get(AUTHORIZATION)):
+        return cast(Response, auth.unauthorized(request.headers.get(AUTHORIZATION)))
     return web.bytes(generate_latest(metrics.registry),
                      headers={"Content-Type": metrics.CONTENT_TYPE})
 
 
 async def order_uid_missing(request: aioweb.Request) -> aioweb.Response:
     """GET /order/ without an id: a JSON 400, like every other bad lookup."""
+    if api_tokens.enabled and not api_tokens.allows(request.headers.get(AUTHORIZATION)):
+        return auth.unauthorized(request.headers.get(AUTHORIZATION))
     return aioweb.Response(
         body=error_body("order_uid is required: GET /order/{order_uid}"), status=400,
         content_type="application/json")
@@ -204,6 +257,7 @@ def finish_routes(router: aioweb.UrlDispatcher) -> None:
     /static/, one route each, so no request path ever reaches the file system (no traversal,
     no "File name too long").
     """
+    auth.warn_if_unprotected(*settings.http_addr, api_tokens)
     for asset in sorted(settings.web_dir.iterdir()):
         if asset.is_file() and not asset.name.startswith("."):
             router.add_get(f"/static/{asset.name}", asset_route(asset))

@@ -93,7 +93,7 @@ class Worker:
                                      f"{self.log_tail()}")
             try:
                 async with session.get(f"{self.url}/order/probe-{self.port}") as reply:
-                    return reply.status in (200, 404)
+                    return reply.status in (200, 401, 404)  # 401: API_TOKENS set
             except aiohttp.ClientError:
                 return False
         try:

@@ -1,4 +1,6 @@
 // orderstream lookup page: GET /order/<order_uid> and lay the order out. Data goes in via textContent only.
+// When the service answers 401 (API_TOKENS set), the page asks for a token and keeps it for this tab only
+// (sessionStorage: gone when the tab closes, never in localStorage or a cookie); a refused token is forgotten.
 "use strict";
 
 const HEADER_FIELDS = ["order_uid", "track_number", "entry", "locale", "customer_id", "delivery_service",
@@ -18,7 +20,48 @@ const input = document.getElementById("order-id");
 const nocache = document.getElementById("nocache");
 const statusLine = document.getElementById("status");
 const result = document.getElementById("result");
+const tokenForm = document.getElementById("token-form");
+const tokenInput = document.getElementById("token-input");
+const tokenReason = document.getElementById("token-reason");
+const forgetButton = document.getElementById("forget-token");
+const TOKEN_KEY = "orderstream.token";
 let latest = 0; // only the newest lookup may draw
+let waitingForToken = ""; // the order id to look up once a token is given
+
+// sessionStorage throws when storage is disabled: the page then works without keeping a token.
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+
+function keepToken(token) {
+  try {
+    sessionStorage.setItem(TOKEN_KEY, token);
+  } catch {
+    /* not kept: asked again on the next 401 */
+  }
+  forgetButton.hidden = false;
+}
+
+function forgetToken() {
+  try {
+    sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    /* nothing was kept */
+  }
+  forgetButton.hidden = true;
+}
+
+function askForToken(id, message) {
+  waitingForToken = id;
+  tokenReason.textContent = message;
+  tokenInput.value = "";
+  tokenForm.hidden = false;
+  tokenInput.focus();
+}
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -96,11 +139,14 @@ async function lookup(id) {
   result.replaceChildren();
   showStatus(`Looking up ${id}…`);
   const url = `/order/${encodeURIComponent(id)}${nocache.checked ? "?nocache=1" : ""}`;
+  const token = storedToken();
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
   const started = performance.now();
   let response;
   let body = null;
   try {
-    response = await fetch(url, { headers: { Accept: "application/json" }, cache: "no-store" });
+    response = await fetch(url, { headers, cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" });
     body = await response.json().catch(() => null);
   } catch (err) {
     if (mine === latest) showStatus(`Network error: could not reach the service (${err.message}).`, "error");
@@ -111,6 +157,15 @@ async function lookup(id) {
   if (response.ok && body && typeof body === "object") {
     showStatus("");
     render(body, response.headers, roundTripMs);
+  } else if (response.status === 401) {
+    if (token) {
+      forgetToken();
+      showStatus("The service refused the token, so this tab has forgotten it. Enter a valid token.", "error");
+      askForToken(id, "The token was refused.");
+    } else {
+      showStatus("This service needs an access token to show orders.", "warn");
+      askForToken(id, `Enter a token to look up ${id}.`);
+    }
   } else if (response.status === 404) {
     showStatus(`Order ${id} not found`, "warn");
   } else if (response.status === 400) {
@@ -147,5 +202,27 @@ form.addEventListener("submit", (event) => {
   if (location.hash !== hash) location.hash = hash; // the hashchange listener runs the lookup
   else lookup(id);
 });
+tokenForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = tokenInput.value.trim();
+  if (!token) {
+    tokenReason.textContent = "Enter a token (one of the service's API_TOKENS).";
+    tokenInput.focus();
+    return;
+  }
+  keepToken(token);
+  tokenInput.value = "";
+  tokenForm.hidden = true;
+  const id = waitingForToken || input.value.trim();
+  waitingForToken = "";
+  if (id) lookup(id);
+  else input.focus();
+});
+forgetButton.addEventListener("click", () => {
+  forgetToken();
+  showStatus("Token forgotten.");
+  input.focus();
+});
+forgetButton.hidden = !storedToken();
 window.addEventListener("hashchange", lookupFromHash);
 lookupFromHash();
