@@ -12,6 +12,7 @@ INTERVAL ?= 0.5
 
 setup: $(STAMP)
 	@bash scripts/stack.sh fetch
+	@bash scripts/browser.sh
 
 # Reinstall only when the package metadata changes.
 $(STAMP): setup.cfg pyproject.toml
