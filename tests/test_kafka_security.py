@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import aiohttp
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
@@ -43,9 +44,8 @@ def assert_no_password(text: str, password: str) -> None:
 
 @pytest.mark.parametrize("protocol, mechanism", [
     ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
-    ("SASL_PLAINTEXT", "SCRAM-SHA-512"),
     ("SSL", ""),  # the listener requires a client certificate: KAFKA_SSL_CERTFILE/KEYFILE
-    ("SASL_SSL", "PLAIN"),
+    ("SASL_SSL", "SCRAM-SHA-512"),
 ])
 async def test_worker_send_and_produce_over_a_secured_listener(
         secure_broker: PrivateStack, start_worker: Any, pipeline_env: dict[str, str],
@@ -75,6 +75,29 @@ async def test_worker_send_and_produce_over_a_secured_listener(
         assert_no_password(output, password)
 
 
+async def test_produce_with_plain_over_sasl_ssl(
+        secure_broker: PrivateStack, pipeline_env: dict[str, str]) -> None:
+    """SASL PLAIN (what Confluent Cloud uses), read back on the broker's plain listener."""
+    env = {**pipeline_env, **secure_broker.secure_env("SASL_SSL", "PLAIN")}
+    produced = orderstream_command("produce", "-n", "2", env=env)
+    uids = set(produced.stdout.split())
+    assert len(uids) == 2
+    consumer = AIOKafkaConsumer(env["KAFKA_TOPIC"], bootstrap_servers=secure_broker.kafka_brokers,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        found: set[str] = set()
+        async def all_read() -> bool:
+            batches = await consumer.getmany(timeout_ms=500)
+            found.update(message.key.decode() for messages in batches.values()
+                         for message in messages if message.key)
+            return uids <= found
+        await eventually(all_read, what="the produced orders on the topic")
+    finally:
+        await consumer.stop()
+    assert_no_password(produced.stdout + produced.stderr, secure_broker.sasl_user[1])
+
+
 async def test_wrong_password_stops_the_worker_with_an_authentication_error(
         secure_broker: PrivateStack, pipeline_env: dict[str, str], tmp_path: Path) -> None:
     """It exits with status 1 after one logged authentication error: no silent retry loop."""
@@ -96,7 +119,8 @@ async def test_wrong_password_stops_the_worker_with_an_authentication_error(
     assert_no_password(log, wrong)
 
 
-async def test_an_untrusted_broker_certificate_is_refused(secure_broker: PrivateStack) -> None:
+async def test_an_untrusted_broker_certificate_is_refused(
+        secure_broker: PrivateStack, caplog: pytest.LogCaptureFixture) -> None:
     """TLS verifies the broker: the system CAs do not sign the stack's own certificate."""
     env = secure_broker.secure_env("SASL_SSL", "SCRAM-SHA-256")
     del env["KAFKA_SSL_CAFILE"]
@@ -110,6 +134,7 @@ async def test_an_untrusted_broker_certificate_is_refused(secure_broker: Private
             await admin.start()
     finally:
         await admin.close()
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
 
 
 # --- configuration errors name the variable -------------------------------------------------
@@ -158,6 +183,18 @@ def test_a_key_that_does_not_match_the_certificate_is_refused(
         "KAFKA_SSL_CERTFILE": str(secure_broker.tls_dir / "client.pem"),
         "KAFKA_SSL_KEYFILE": str(secure_broker.tls_dir / "ca.key")})
     assert error.name == "KAFKA_SSL_KEYFILE"
+
+
+def test_an_encrypted_key_is_refused_instead_of_prompting(
+        secure_broker: PrivateStack, tmp_path: Path) -> None:
+    encrypted = tmp_path / "client-encrypted.key"
+    subprocess.run(["openssl", "pkey", "-in", str(secure_broker.tls_dir / "client.key"),
+                    "-aes256", "-passout", "pass:key-pw", "-out", str(encrypted)], check=True)
+    error = secured_settings_error({
+        "KAFKA_SECURITY_PROTOCOL": "SSL",
+        "KAFKA_SSL_CERTFILE": str(secure_broker.tls_dir / "client.pem"),
+        "KAFKA_SSL_KEYFILE": str(encrypted)})
+    assert error.name == "KAFKA_SSL_KEYFILE" and "unencrypted" in str(error)
 
 
 def test_the_worker_does_not_start_on_a_bad_combination(tmp_path: Path) -> None:
