@@ -7,9 +7,9 @@
 # Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (9092),
 #        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432), KAFKA_LIBS (<STACK_DIR>/kafka/libs),
 #        CLUSTER_KAFKA_PORTS (19092,19093,19094), CLUSTER_CONTROLLER_PORTS (19192,19193,19194)
+#        PG_TLS (off; on: PostgreSQL over TLS, CA in <STACK_DIR>/pg-tls), PG_TLS_CERT_USER
 #        KAFKA_SASL_PORT, KAFKA_SSL_PORT, KAFKA_SASL_SSL_PORT (unset: no such listener),
 #        KAFKA_SASL_USERS (orderstream:orderstream-secret)   (an option: TLS and SASL listeners)
-#        PG_TLS (off; on: PostgreSQL over TLS, CA in <STACK_DIR>/pg-tls), PG_TLS_CERT_USER
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
