@@ -10,6 +10,8 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from yarl import URL
 
+from .pg_tls import TlsSettingError, asyncpg_arguments
+
 T = TypeVar("T")
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
@@ -42,7 +44,7 @@ def mask_url(url: str) -> str:
 def shown_value(name: str, value: str) -> str:
     """What a message may show of a setting's value: secrets never, URLs without passwords."""
     if name.endswith(SECRET_SUFFIXES):
-        return MASK
+        return MASK if value else value  # "required" errors may show that it is empty
     if name.endswith("_URL"):
         return mask_url(value)
     return value
@@ -153,8 +155,6 @@ def parse_brokers(raw: str) -> tuple[str, ...]:
 
 def parse_pg_url(raw: str) -> str:
     """A postgres:// URL whose TLS parameters can be used (files readable, values known)."""
-    from .pg_tls import TlsSettingError, asyncpg_arguments  # pg_tls imports asyncpg
-
     try:
         url = URL(raw)
         url.port  # a port that is no number raises here
