@@ -77,12 +77,14 @@ async def tls_sessions(url: str, application_name: str) -> list[asyncpg.Record]:
         await conn.close()
 
 
-async def test_worker_and_migrate_verify_the_server_certificate(
+async def test_worker_and_migrate_over_verify_full_with_a_client_certificate(
         tls_server: PrivateStack, tls_database: str, start_worker: Any,
         pipeline_env: dict[str, str], producer: AIOKafkaProducer,
         http: aiohttp.ClientSession) -> None:
+    tls_dir = tls_server.pg_tls_dir
     application = f"orderstream-{uuid4().hex[:8]}"
-    url = tls_server.pg_tls_url(tls_database, application_name=application)
+    url = tls_server.pg_tls_url(tls_database, user=CERT_USER, sslcert=str(tls_dir / "client.crt"),
+                                sslkey=str(tls_dir / "client.key"), application_name=application)
     migrated = migrate_command(url)
     assert migrated.returncode == 0, migrated.stderr
     assert "applied 3 migration(s)" in migrated.stdout
@@ -95,35 +97,13 @@ async def test_worker_and_migrate_verify_the_server_certificate(
         assert reply.status == 200
         assert (await reply.json())["order_uid"] == orders[0].order_uid
 
-    # The worker's own connections (its pool keeps them) are encrypted.
+    # The worker's own connections (its pool keeps them) are encrypted, and it logged in
+    # with its certificate.
     sessions = await tls_sessions(admin_url(tls_server, tls_database), application)
     assert sessions, "the worker keeps no connection to PostgreSQL"
-    assert all(row["ssl"] and row["version"].startswith("TLSv1.") for row in sessions), sessions
-
-
-async def test_client_certificate_and_every_tls_parameter(
-        tls_server: PrivateStack, tls_database: str) -> None:
-    """The certificate role: sslcert/sslkey, and parameters asyncpg alone would send to the
-    server as settings (sslcertmode, sslsni, sslcompression) or ignore (sslcrldir)."""
-    tls_dir = tls_server.pg_tls_dir
-    application = f"orderstream-cert-{uuid4().hex[:8]}"
-    params = {"sslcert": str(tls_dir / "client.crt"), "sslkey": str(tls_dir / "client.key"),
-              "sslcertmode": "allow", "sslsni": "1", "sslcompression": "0",
-              "ssl_min_protocol_version": "TLSv1.2", "ssl_max_protocol_version": "TLSv1.3",
-              "application_name": application}
-    url = tls_server.pg_tls_url(tls_database, user=CERT_USER, **params)
-    migrated = migrate_command(url)
-    assert migrated.returncode == 0, migrated.stderr
-
-    repo = OrderRepository(url)
-    await repo.connect()
-    try:
-        await repo.upsert_many(list(random_orders(12, 3)))
-        sessions = await tls_sessions(admin_url(tls_server, tls_database), application)
-    finally:
-        await repo.close()
-    assert [(r["ssl"], r["client_dn"], r["usename"]) for r in sessions] == \
-        [(True, f"/CN={CERT_USER}", CERT_USER)]
+    assert {(row["ssl"], row["client_dn"], row["usename"]) for row in sessions} == \
+        {(True, f"/CN={CERT_USER}", CERT_USER)}
+    assert all(row["version"].startswith("TLSv1.") for row in sessions), sessions
 
     # Without its certificate the role is refused, by both.
     bare = tls_server.pg_tls_url(tls_database, user=CERT_USER)
@@ -131,10 +111,31 @@ async def test_client_certificate_and_every_tls_parameter(
         await asyncpg.connect(bare)
     with pytest.raises(MigrationConnectError, match="certificate"):
         await asyncio.to_thread(migrate_database, bare, SQL_DIR)
-    # An empty directory of revocation lists is honoured too: no CRL, no connection.
-    (tls_dir / "crls").mkdir(exist_ok=True)
-    strict = tls_server.pg_tls_url(tls_database, user=CERT_USER,
-                                   sslcrldir=str(tls_dir / "crls"), **params)
+
+
+async def test_every_tls_parameter_reaches_both_drivers(
+        tls_server: PrivateStack, tls_database: str) -> None:
+    """Parameters asyncpg alone would send to the server as settings (sslcertmode, sslsni,
+    sslcompression) or not know (sslcrldir), over a password login with verify-full."""
+    application = f"orderstream-params-{uuid4().hex[:8]}"
+    params = {"sslcertmode": "allow", "sslsni": "1", "sslcompression": "0",
+              "ssl_min_protocol_version": "TLSv1.2", "ssl_max_protocol_version": "TLSv1.3",
+              "application_name": application}
+    url = tls_server.pg_tls_url(tls_database, **params)
+    assert await asyncio.to_thread(migrate_database, url, SQL_DIR)
+    repo = OrderRepository(url)
+    await repo.connect()
+    try:
+        await repo.upsert_many(list(random_orders(12, 3)))
+        sessions = await tls_sessions(admin_url(tls_server, tls_database), application)
+    finally:
+        await repo.close()
+    assert [(r["ssl"], r["version"]) for r in sessions] == [(True, "TLSv1.3")]
+
+    # An empty directory of revocation lists is honoured: no CRL for the CA, no connection.
+    crls = tls_server.pg_tls_dir / "crls"
+    crls.mkdir(exist_ok=True)
+    strict = tls_server.pg_tls_url(tls_database, sslcrldir=str(crls), **params)
     with pytest.raises(MigrationConnectError, match="certificate verify failed"):
         await asyncio.to_thread(migrate_database, strict, SQL_DIR)
     repo = OrderRepository(strict)
