@@ -12,7 +12,7 @@ from typing import Iterable, Optional, Sequence, cast
 
 import faust
 import orjson
-from faust.exceptions import ProducerSendError
+from faust.exceptions import NotReady, ProducerSendError
 from faust.types import EventT, StreamT
 
 from . import metrics
@@ -308,7 +308,7 @@ async def warm_up_when_empty() -> None:
     logger.info("Cache warm-up: sending %d orders to the cache", len(entries))
     try:
         await update_cache(entries, warm_up=True)
-    except ProducerSendError:
+    except (ProducerSendError, NotReady):
         if not app.should_stop:
             raise
         # Stopping closed the producer under us: the next start warms up again.
