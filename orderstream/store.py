@@ -21,11 +21,13 @@ warm-up fills an empty cache from PostgreSQL. A partition whose files cannot be 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from typing import Any, Iterable, Mapping, Optional, Sequence, Set
 
 import rocksdict
+from aiokafka.errors import KafkaError
 from faust import stores
 from faust.stores.rocksdb import DB, RocksDBOptions, Store as RocksDBStore
 from faust.types import TP
@@ -196,7 +198,13 @@ class CacheStore(RocksDBStore):
                 persisted[tp] = offset
         if not persisted:
             return []
-        ends = await self.app.consumer.highwaters(*persisted)
+        try:
+            ends = await self.app.consumer.highwaters(*persisted)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            # Faust's recovery asks the broker again; the worst case is Faust's own error.
+            logger.warning("Could not read the end offsets of %s to check the local cache "
+                           "files against them: %r", sorted(persisted), exc)
+            return []
         stale = sorted(tp for tp, offset in persisted.items()
                        if ends.get(tp) is not None and offset >= ends[tp])
         if stale:
