@@ -25,11 +25,13 @@ from orderstream.migrations import migrate_database
 from .conftest import SQL_DIR
 from .harness import REPO_ROOT, Worker, eventually
 from .private_stack import PrivateStack
+from .test_fuzz_api import fuzz
 from .test_pipeline import publish, wait_stored
 
 pytestmark = pytest.mark.timeout(240)
 
 MODEL_UID = "b563feb7b2b84b6test"
+FUZZ_EXAMPLES = 150
 TOKENS = ("tok-alpha-5f2c9e", "tok-beta-81d0aa")
 METRICS_TOKEN = "metrics-7c1e44"
 # What Faust serves itself when left on: cached orders and the cluster's layout.
@@ -213,3 +215,21 @@ async def test_a_lookup_during_a_database_outage_names_no_host(
 
 async def answered(http: aiohttp.ClientSession, url: str, status: int) -> bool:
     return (await get(http, url))[0] == status
+
+
+async def test_fuzzed_requests_with_a_token_get_documented_answers(
+        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
+        http: aiohttp.ClientSession, model_json: bytes) -> None:
+    """tests/test_fuzz_api.py's fuzzing, on a worker with API_TOKENS and METRICS_TOKEN set."""
+    worker = await start_worker(API_TOKENS=",".join(TOKENS), METRICS_TOKEN=METRICS_TOKEN)
+    await producer.send_and_wait(pipeline_env["KAFKA_TOPIC"], model_json, key=MODEL_UID.encode())
+    await eventually(lambda: cached_with(http, worker, MODEL_UID, TOKENS[0]),
+                     what="model.json served from the cache with a token")
+    with_token = await asyncio.to_thread(fuzz, worker.url, bearer(TOKENS[0]), FUZZ_EXAMPLES)
+    without = await asyncio.to_thread(fuzz, worker.url, {}, FUZZ_EXAMPLES // 2)
+    for statuses in (with_token, without):
+        assert not [status for status in statuses if status >= 500], sorted(set(statuses))
+    # With the token the lookups are answered; without it they are refused, as documented.
+    assert {200, 400, 404} <= set(with_token), sorted(set(with_token))
+    assert 401 in without, sorted(set(without))
+    assert not [token for token in (*TOKENS, METRICS_TOKEN) if token in worker.log()]

@@ -10,7 +10,7 @@ an unreachable database must not happen either.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Optional
 
 import aiohttp
 import pytest
@@ -31,14 +31,17 @@ EXAMPLES = 400
 schema = schemathesis.openapi.from_path(REPO_ROOT / "openapi.yaml")
 
 
-def fuzz(base_url: str) -> list[int]:
-    """Send EXAMPLES generated requests and check each answer; return the statuses seen."""
+def fuzz(base_url: str, headers: Optional[dict[str, str]] = None, examples: int = EXAMPLES
+         ) -> list[int]:
+    """Send ``examples`` generated requests (with ``headers``) and check each answer; return
+    the statuses seen."""
     statuses: list[int] = []
     strategy = (schema.as_strategy(GenerationMode.POSITIVE)
                 | schema.as_strategy(GenerationMode.NEGATIVE))
     with requests.Session() as session:
+        session.headers.update(headers or {})
 
-        @settings(max_examples=EXAMPLES, deadline=None, database=None,
+        @settings(max_examples=examples, deadline=None, database=None,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
         @given(case=strategy)
         def send(case: Any) -> None:
