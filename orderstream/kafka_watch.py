@@ -46,6 +46,7 @@ class KafkaOutage(logging.Filter):
         self._lock = threading.Lock()
         self.since: Optional[float] = None
         self.reason = ""
+        self.kind = ""  # the error's class name: says what failed without naming hosts
         self.suppressed = 0
         self._last_logged: dict[str, float] = {}
 
@@ -68,10 +69,10 @@ class KafkaOutage(logging.Filter):
             self.suppressed += 1
             return False
 
-    def begin(self, reason: str) -> bool:
+    def begin(self, reason: str, kind: str) -> bool:
         """Record that Kafka does not answer; True when this starts an outage."""
         with self._lock:
-            self.reason = reason
+            self.reason, self.kind = reason, kind
             if self.since is not None:
                 return False
             self.since, self.suppressed = time.monotonic(), 0
@@ -83,7 +84,7 @@ class KafkaOutage(logging.Filter):
             if self.since is None:
                 return None
             ended = (time.monotonic() - self.since, self.suppressed)
-            self.since, self.reason = None, ""
+            self.since, self.reason, self.kind = None, "", ""
             return ended
 
 
@@ -120,7 +121,7 @@ async def check_once(client: AIOKafkaClient, topic: str, brokers: str) -> None:
         await ping(client, topic)
     except (KafkaError, OSError, asyncio.TimeoutError) as exc:
         reason = str(exc) or type(exc).__name__  # aiokafka's errors name themselves
-        if OUTAGE.begin(reason):
+        if OUTAGE.begin(reason, type(exc).__name__):
             logger.error("Kafka unreachable at %s, ingest paused: %s", brokers, reason)
         return
     ended = OUTAGE.end()
