@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 N ?= 5
 INTERVAL ?= 0.5
 
-.PHONY: setup stack-up stack-down stack-status stack-logs migrate migrate-down run test producer clean \
+.PHONY: setup stack-up stack-down stack-status stack-logs migrate migrate-down run test test-unit producer clean \
 	up down logs docker-producer cache-off-up cache-on-up
 
 setup: $(STAMP)
@@ -60,6 +60,10 @@ producer: setup
 test: setup stack-up
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The tests that need no Kafka and no PostgreSQL (tests/unit/).
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
 # Benchmarks (bench/, README "Performance"), results in bench/results/. Parts and flags:
 # make bench BENCH_PARTS='ingest lookup' BENCH_ARGS='--orders 20000 --duration 5'
 BENCH_PARTS ?= all
@@ -69,9 +73,9 @@ bench: setup stack-up $(VENV)/.bench-installed
 		|| echo "bench: wrk is not installed, lookups use the Python load generator"
 	$(BIN)/python -m bench $(BENCH_PARTS) $(BENCH_ARGS)
 
-# Every part at a tiny size: the harness runs and records complete results (tests/test_bench.py).
+# Every part at a tiny size: the harness runs and records complete results (tests/integration/test_bench.py).
 bench-smoke: setup stack-up
-	$(BIN)/python -m pytest tests/test_bench.py
+	$(BIN)/python -m pytest tests/integration/test_bench.py
 
 $(VENV)/.bench-installed: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'

@@ -10,7 +10,8 @@ from typing import Awaitable, Callable, Sequence
 
 from orderstream.app import load_settings
 
-from . import chart, ingest, lookup, memory, restart, soak
+from . import chart
+from .parts import ingest, lookup, memory, restart, soak
 from .lab import Lab
 from .report import DEFAULT_RESULTS_DIR, Report
 

@@ -6,8 +6,13 @@ import sys
 
 from faust.cli.faust import cli
 
+import orderstream
+
 
 def main() -> None:
+    # Faust finds -A in sys.argv to import the app before it resolves a command; the app's
+    # own commands (migrate, produce) exist once it is built, so build it first.
+    orderstream.app
     sys.exit(cli(["-A", "orderstream", *sys.argv[1:]]))
 
 

@@ -1,4 +1,10 @@
-"""The agents: consume orders, store them durably, then cache them."""
+"""The agents: consume orders, store them durably, then cache them.
+
+register(app) declares them on the app create_app builds: ``store_orders`` (orders topic ->
+PostgreSQL -> cache-updates topic), ``cache_orders`` (cache-updates topic -> the cache Table)
+and the ``warm_up_when_empty`` task. The loops are thin; the named helpers here and in
+orderstream/cache/ do the work.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +12,28 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence, cast
 
 import faust
 import orjson
-from faust.exceptions import NotReady, ProducerSendError
 from faust.types import EventT, StreamT
 
 from . import metrics
-from .app import app, cache_updates_topic, dead_letter_topic, orders_topic, settings
-from .bundles import MalformedBundle, bundle, unbundle
-from .cache_entry import encode_entry
-from .models import InvalidOrder, Order, decode_order_and_body, encode_order
-from .logs import order_context, where
+from .cache.entry import encode_entry
+from .cache.updates import apply_cache_update, send_to_cache, warm_up_when_empty
+from .logs import event_position, order_context
+from .order import InvalidOrder, Order, decode_order_and_body
 from .repo import DatabaseUnavailable, OrderRejected
 from .republish import Outgoing, dead_letter_stub, publish_all, without_headers
 from .shutdown import exit_unfinished, run_to_completion
-from .tables import partition_of, recent_orders
+
+if TYPE_CHECKING:
+    from .app import OrderApp
 
 logger = logging.getLogger(__name__)
 
 RETRY_FIRST_DELAY = 0.1
-# On a cache update: the order comes from the warm-up and must not replace a newer entry.
-WARM_UP_HEADER = "x-cache-warm-up"
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,20 +54,24 @@ class Rejected:
 
 
 @dataclass
-class Sorted:
+class Triage:
+    """A batch triaged: orders to store, messages to dead-letter, orders to forward."""
+
     accepted: list[Accepted]
     rejected: list[Rejected]
     misplaced: list[Accepted]
 
 
-def sort_events(events: Iterable[EventT]) -> Sorted:
+def triage(events: Iterable[EventT], *, partition_of: Callable[[bytes], int],
+           max_clock_skew: float) -> Triage:
     """Split a batch into orders to store, messages to dead-letter and orders on the wrong partition.
 
     An order belongs on the partition its order_uid hashes to, because that partition's
-    owner holds its cache entry; an order that arrived elsewhere is forwarded there.
+    owner holds its cache entry; an order that arrived elsewhere is forwarded there. An order
+    created more than ``max_clock_skew`` seconds after now is invalid.
     """
-    result = Sorted([], [], [])
-    latest = datetime.now(timezone.utc) + timedelta(seconds=settings.max_clock_skew)
+    result = Triage([], [], [])
+    latest = datetime.now(timezone.utc) + timedelta(seconds=max_clock_skew)
     for event in events:
         try:
             order, body = decode_order_and_body(event.value, latest=latest)
@@ -107,7 +114,7 @@ def source_headers(event: EventT) -> list[tuple[str, bytes]]:
     ]
 
 
-async def dead_letter(rejected: Sequence[Rejected]) -> None:
+async def dead_letter(app: OrderApp, rejected: Sequence[Rejected]) -> None:
     """Publish bad messages, unchanged, with the reason in headers; wait until Kafka has them.
 
     One that Kafka refuses as too large goes as a stub (republish.py): its position is
@@ -116,10 +123,10 @@ async def dead_letter(rejected: Sequence[Rejected]) -> None:
     letters = []
     for item in rejected:
         message = item.event.message
-        logger.warning("Dead-lettering order %s at %s: %s", item.order_uid, where(item.event),
+        logger.warning("Dead-lettering order %s at %s: %s", item.order_uid, event_position(item.event),
                        item.error[:1000], extra=order_context(item.event, item.order_uid))
         letters.append(Outgoing(
-            dead_letter_topic.get_topic_name(), message.key, message.value,
+            app.dead_letter_topic.get_topic_name(), message.key, message.value,
             [*source_headers(item.event), ("x-error-reason", item.reason.encode()),
              ("x-error", item.error.encode()[:4096])]))
     refused = await publish_all(app.batch_producer, letters, lambda letter: dead_letter_stub(
@@ -130,31 +137,32 @@ async def dead_letter(rejected: Sequence[Rejected]) -> None:
         metrics.orders_dead_lettered.labels(item.reason).inc()
 
 
-async def forward_to_owner(misplaced: Sequence[Accepted]) -> None:
+async def forward_to_owner(app: OrderApp, misplaced: Sequence[Accepted]) -> None:
     """Re-publish orders to their order_uid's partition, keyed by order_uid.
 
     One too large for Kafka with its original headers goes without them; one too large even
     then is dead-lettered as ``too_large`` (it can be replayed once the topic takes it).
     """
+    orders_topic = app.orders_topic.get_topic_name()
     messages: list[Outgoing] = []
     for item in misplaced:
         logger.debug("Forwarding order %s from %s to partition %d", item.order.order_uid,
-                     where(item.event), item.partition,
+                     event_position(item.event), item.partition,
                      extra=order_context(item.event, item.order.order_uid))
-        messages.append(Outgoing(orders_topic.get_topic_name(), item.key,
+        messages.append(Outgoing(orders_topic, item.key,
                                  item.event.message.value, source_headers(item.event),
                                  item.partition))
     refused = await publish_all(app.batch_producer, messages,
                                 lambda message: without_headers(message, keep=SOURCE_HEADERS))
     if refused:
-        await dead_letter([Rejected(misplaced[index].event, TOO_LARGE_TO_FORWARD,
-                                    f"{TOO_LARGE_TO_FORWARD}: the order does not fit in a Kafka "
-                                    f"message of {orders_topic.get_topic_name()}",
+        await dead_letter(app, [Rejected(misplaced[index].event, TOO_LARGE_TO_FORWARD,
+                                         f"{TOO_LARGE_TO_FORWARD}: the order does not fit in a "
+                                         f"Kafka message of {orders_topic}",
                                     misplaced[index].order.order_uid) for index in refused])
     metrics.orders_forwarded.inc(len(misplaced) - len(refused))
 
 
-async def store_until_durable(orders: Sequence[Accepted]) -> set[str]:
+async def store_until_durable(app: OrderApp, orders: Sequence[Accepted]) -> set[str]:
     """Upsert the batch, retrying with capped backoff while PostgreSQL is unavailable.
 
     Never gives up: moving on would commit offsets of orders that are not stored. Returns the
@@ -174,7 +182,7 @@ async def store_until_durable(orders: Sequence[Accepted]) -> set[str]:
                 outage_started = time.monotonic()
                 logger.error("PostgreSQL unavailable, pausing consumption: %s", exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, settings.db_retry_max)
+            delay = min(delay * 2, app.settings.db_retry_max)
             continue
         if outage_started is not None:
             logger.warning("PostgreSQL is back after %.1f s; consumption resumes",
@@ -185,11 +193,12 @@ async def store_until_durable(orders: Sequence[Accepted]) -> set[str]:
         return written
 
 
-async def store_isolating_rejects(batch: Sequence[Accepted]) -> tuple[set[str], list[Accepted]]:
+async def store_isolating_rejects(app: OrderApp, batch: Sequence[Accepted]
+                                  ) -> tuple[set[str], list[Accepted]]:
     """Store a batch; return the order_uids written and, when PostgreSQL refuses the batch,
     the orders it refuses (stored one by one to find them)."""
     try:
-        return await store_until_durable(batch), []
+        return await store_until_durable(app, batch), []
     except OrderRejected:
         if len(batch) == 1:
             return set(), list(batch)
@@ -197,46 +206,63 @@ async def store_isolating_rejects(batch: Sequence[Accepted]) -> tuple[set[str], 
     refused = []
     for item in batch:
         try:
-            written |= await store_until_durable([item])
+            written |= await store_until_durable(app, [item])
         except OrderRejected:
             refused.append(item)
     return written, refused
 
 
-@app.agent(orders_topic)
-async def store_orders(stream: StreamT[bytes]) -> None:
-    """Validate, persist and cache incoming orders, at least once.
+def register(app: OrderApp) -> None:
+    """Declare the agents and the warm-up task on ``app``."""
+    settings = app.settings
 
-    Batches overlap: one is validated while the one before it is written, so this process
-    and PostgreSQL work side by side; writes stay in order, one batch at a time. Events are
-    acked by hand, once their batch is stored and cached: a batch abandoned half-way is
-    never committed, Kafka delivers it again.
-    """
-    writing: Optional[asyncio.Future[None]] = None
-    try:
-        batches = cast(faust.Stream, stream).noack_take(settings.batch_size,  # not in StreamT
-                                                        within=settings.batch_wait)
-        async for events in batches:
-            try:
-                batch = sort_events(events)
-            except Exception:
-                exit_unfinished("Unexpected error while validating a batch")
-            if writing is not None:
+    @app.agent(app.orders_topic, name="orderstream.agents.store_orders")
+    async def store_orders(stream: StreamT[bytes]) -> None:
+        """Validate, persist and cache incoming orders, at least once.
+
+        Batches overlap: one is validated while the one before it is written, so this process
+        and PostgreSQL work side by side; writes stay in order, one batch at a time. Events
+        are acked by hand, once their batch is stored and cached: a batch abandoned half-way
+        is never committed, Kafka delivers it again.
+        """
+        writing: Optional[asyncio.Future[None]] = None
+        try:
+            batches = cast(faust.Stream, stream).noack_take(settings.batch_size,  # not in StreamT
+                                                            within=settings.batch_wait)
+            async for events in batches:
+                try:
+                    batch = triage(events, partition_of=app.recent_orders.partition_of,
+                                   max_clock_skew=settings.max_clock_skew)
+                except Exception:
+                    exit_unfinished("Unexpected error while validating a batch")
+                if writing is not None:
+                    await run_to_completion(writing)
+                writing = asyncio.ensure_future(write_batch(app, stream, events, batch))
+        finally:
+            # Stopping: finish the batch in hand (shutdown.py bounds how long that may take).
+            if writing is not None and not writing.done():
                 await run_to_completion(writing)
-            writing = asyncio.ensure_future(write_batch(stream, events, batch))
-    finally:
-        # Stopping: finish the batch in hand (shutdown.py bounds how long that may take).
-        if writing is not None and not writing.done():
-            await run_to_completion(writing)
+
+    @app.agent(app.cache_updates_topic, name="orderstream.agents.cache_orders")
+    async def cache_orders(stream: StreamT[bytes]) -> None:
+        """Write stored orders into the cache Table; a warm-up never replaces a newer entry."""
+        async for event in stream.events():
+            await apply_cache_update(app.recent_orders, event)
+
+    @app.task
+    async def warm_up() -> None:
+        """Fill an empty cache with the newest stored orders (the Go service's LoadRecent)."""
+        await warm_up_when_empty(app)
 
 
-async def write_batch(stream: StreamT[bytes], events: Sequence[EventT], batch: Sorted) -> None:
+async def write_batch(app: OrderApp, stream: StreamT[bytes], events: Sequence[EventT],
+                      batch: Triage) -> None:
     """Forward, store, dead-letter and cache one batch, then ack it; a bug ends the process."""
     try:
         metrics.orders_consumed.inc(len(events))
-        await forward_to_owner(batch.misplaced)
-        written, refused = await store_isolating_rejects(batch.accepted)
-        await dead_letter([*batch.rejected, *(
+        await forward_to_owner(app, batch.misplaced)
+        written, refused = await store_isolating_rejects(app, batch.accepted)
+        await dead_letter(app, [*batch.rejected, *(
             Rejected(item.event, "db_rejected", "PostgreSQL refused the order",
                      item.order.order_uid)
             for item in refused)])
@@ -249,70 +275,10 @@ async def write_batch(stream: StreamT[bytes], events: Sequence[EventT], batch: S
                         superseded)
             metrics.orders_superseded.inc(superseded)
         metrics.orders_stored.inc(len(stored))
-        await update_cache([(item.partition, item.key,
-                             encode_entry(item.event.message.offset, item.body))
-                            for item in stored])
+        await send_to_cache(app, [(item.partition, item.key,
+                                   encode_entry(item.event.message.offset, item.body))
+                                  for item in stored])
     except Exception:
         exit_unfinished("Unexpected error while handling a batch")
     for event in events:
         await stream.ack(event)
-
-
-async def update_cache(entries: Sequence[tuple[int, bytes, bytes]], *,
-                       warm_up: bool = False) -> None:
-    """Send stored orders (partition, key, Table value) to the cache agent, bundled by partition."""
-    if not recent_orders.enabled or not entries:
-        return
-    by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-    for partition, key, body in entries:
-        by_partition[partition].append((key, body))
-    headers = [(WARM_UP_HEADER, b"1")] if warm_up else None
-    sent = [await cache_updates_topic.send(value=data, partition=partition, headers=headers)
-            for partition, group in by_partition.items() for data in bundle(group)]
-    await asyncio.gather(*sent)
-
-
-@app.agent(cache_updates_topic)
-async def cache_orders(stream: StreamT[bytes]) -> None:
-    """Write stored orders into the cache Table; a warm-up never replaces a newer entry."""
-    async for event in stream.events():
-        try:
-            entries = unbundle(event.value)
-        except MalformedBundle as exc:
-            # Only the cache misses out: the orders are stored, lookups read PostgreSQL.
-            logger.error("Skipping a cache update at %s: %s", where(event), exc)
-            continue
-        warm_up = WARM_UP_HEADER in dict(event.headers or {})
-        await recent_orders.remember(event.message.partition, entries, keep_newer=warm_up)
-
-
-@app.task
-async def warm_up_when_empty() -> None:
-    """The Go service's LoadRecent: an empty cache is filled with the newest stored orders."""
-    if not recent_orders.enabled or not recent_orders.is_empty():
-        return
-    logger.info("Cache warm-up: loading up to %d recent orders from PostgreSQL", settings.cache_size)
-    try:
-        orders = await app.repo.load_recent_versions(settings.cache_size)
-    except DatabaseUnavailable as exc:
-        logger.warning("Cache warm-up skipped, PostgreSQL unavailable: %s", exc)
-        return
-    owned = {tp.partition for tp in app.assignor.assigned_actives()
-             if tp.topic == cache_updates_topic.get_topic_name()}
-    entries = []
-    for order, version in orders:  # each worker warms the partitions it owns
-        key = order.order_uid.encode()
-        partition = partition_of(key)
-        if partition in owned:
-            entries.append((partition, key, encode_entry(version, encode_order(order))))
-    logger.info("Cache warm-up: sending %d orders to the cache", len(entries))
-    try:
-        await update_cache(entries, warm_up=True)
-    except (ProducerSendError, NotReady):
-        if not app.should_stop:
-            raise
-        # Stopping closed the producer under us: the next start warms up again.
-        logger.info("Cache warm-up interrupted: the worker is stopping")
-        return
-    logger.info("Cache warm-up: %d of %d recent orders sent to this worker's partitions",
-                len(entries), len(orders))

@@ -1,4 +1,8 @@
-"""The Faust app: settings, topics and the database lifecycle, read top to bottom."""
+"""create_app(settings): the Faust app, its topics, its lifecycle and what runs on it.
+
+Nothing here runs on import: ``orderstream.app`` (the attribute of the package, for
+`faust -A orderstream`) is built by create_app(load_settings()) the first time it is asked for.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,15 @@ from typing import Any, cast
 import faust
 from aiokafka import AIOKafkaProducer
 from faust.transport.consumer import Consumer
+from faust.types import TopicT
 
-from . import kafka_security, kafka_watch
+from . import agents, commands, kafka_security, kafka_watch, metrics, tables, views
+from .cache import RecentOrders, store_url
 from .config import ConfigError, Settings
 from .logs import logging_config
 from .repo import OrderRepository
 from .republish import MAX_REQUEST_BYTES
 from .shutdown import arm_shutdown_deadline
-from .store import store_url
 from .topics import ensure_topics
 
 logger = logging.getLogger(__name__)
@@ -41,9 +46,9 @@ def tune_garbage_collector() -> None:
     """Collect young objects every 50,000 allocations instead of CPython's 700.
 
     A batch of orders is tens of thousands of objects that live until the batch is written;
-    at the default threshold the collector walks them again and again, which took ~40% of
-    validating and encoding a batch. The objects of start-up (modules, the app) never become
-    garbage: frozen, no collection walks them.
+    at the default threshold the collector walks them again and again, a large share of
+    validating and encoding a batch (README "Performance"). The objects of start-up
+    (modules, the app) never become garbage: frozen, no collection walks them.
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
@@ -63,7 +68,7 @@ class OrderApp(faust.App):
     """A Faust app that owns its connections: opened on start, closed after the agents stop.
 
     They are the PostgreSQL pool and a Kafka producer of whole record batches (Faust's
-    producer sends message by message; see changelog.py).
+    producer sends message by message; see cache/changelog.py).
     """
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
@@ -99,13 +104,18 @@ class OrderApp(faust.App):
             web_stats_enabled=False,
             # Faust's /table/<name>/<key>/ served cached orders past the lookup's validation,
             # metrics and tokens, and /router/ the cluster's layout. Lookups are forwarded to
-            # our own /order route (views.ask_owner), so neither is needed.
+            # our own /order route (cache/routing.ask_owner), so neither is needed.
             web_tables_enabled=False,
             web_router_enabled=False,
             logging_config=logging_config(settings.log_level, settings.log_format),
             **kwargs,
         )
         self.settings = settings
+        # Declared by create_app: the topics, then the cache over the Table.
+        self.orders_topic: TopicT
+        self.dead_letter_topic: TopicT
+        self.cache_updates_topic: TopicT
+        self.recent_orders: RecentOrders
         self.repo = OrderRepository(settings.pg_url, pool_size=settings.pg_pool_size)
         self._batch_producer: AIOKafkaProducer | None = None
 
@@ -125,8 +135,8 @@ class OrderApp(faust.App):
         tune_garbage_collector()
         replication = await ensure_topics(
             ",".join(self.settings.kafka_brokers),
-            [topic.get_topic_name() for topic in (orders_topic, dead_letter_topic,
-                                                  cache_updates_topic)],
+            [topic.get_topic_name() for topic in (self.orders_topic, self.dead_letter_topic,
+                                                  self.cache_updates_topic)],
             partitions=self.settings.kafka_partitions,
             replication=self.settings.kafka_replication_factor,
             security=kafka_security.client_kwargs(self.settings),
@@ -158,30 +168,43 @@ class OrderApp(faust.App):
         await super().on_shutdown()
 
 
-settings = load_settings()
-app = OrderApp(settings)
-
-# The table's changelog must have as many partitions as its source topics: every topic is
-# created with KAFKA_PARTITIONS partitions (by ensure_topics on start; internal=True lets
-# Faust declare them too, for `send` and `produce`).
-orders_topic = app.topic(
-    settings.kafka_topic, key_type=bytes, value_type=bytes,
-    partitions=settings.kafka_partitions, internal=True,
-)
-dead_letter_topic = app.topic(
-    settings.dead_letter_topic, key_type=bytes, value_type=bytes,
-    partitions=settings.kafka_partitions, internal=True,
-)
-# Cache writes travel through a topic of their own: a Table can be changed only while
-# iterating an event of the key's partition, which a batch of stored orders is not.
-# Each message is a bundle of one partition's orders (bundles.py).
-cache_updates_topic = app.topic(
-    f"{settings.kafka_group_id}-order-cache-updates", key_type=bytes, value_type=bytes,
-    partitions=settings.kafka_partitions, internal=True,
-)
+def create_app(settings: Settings) -> OrderApp:
+    """The app of ``settings``: topics, cache, agents, web routes, metrics and commands."""
+    app = OrderApp(settings)
+    declare_topics(app, settings)
+    app.on_rebalance_complete.connect(rewind_uncommitted_partitions)  # type: ignore[arg-type]
+    app.recent_orders = tables.declare_cache(app)
+    metrics.install(app)
+    agents.register(app)
+    commands.register(app)
+    views.register(app)
+    return app
 
 
-@app.on_rebalance_complete.connect  # type: ignore[arg-type]  # mode's typing rejects async receivers
+def declare_topics(app: OrderApp, settings: Settings) -> None:
+    """The orders, dead-letter and cache-updates topics, all of KAFKA_PARTITIONS partitions.
+
+    The table's changelog must have as many partitions as its source topics: every topic is
+    created with KAFKA_PARTITIONS partitions (by ensure_topics on start; internal=True lets
+    Faust declare them too, for `send` and `produce`).
+    """
+    app.orders_topic = app.topic(
+        settings.kafka_topic, key_type=bytes, value_type=bytes,
+        partitions=settings.kafka_partitions, internal=True,
+    )
+    app.dead_letter_topic = app.topic(
+        settings.dead_letter_topic, key_type=bytes, value_type=bytes,
+        partitions=settings.kafka_partitions, internal=True,
+    )
+    # Cache writes travel through a topic of their own: a Table can be changed only while
+    # iterating an event of the key's partition, which a batch of stored orders is not.
+    # Each message is a bundle of one partition's orders (cache/bundle.py).
+    app.cache_updates_topic = app.topic(
+        f"{settings.kafka_group_id}-order-cache-updates", key_type=bytes, value_type=bytes,
+        partitions=settings.kafka_partitions, internal=True,
+    )
+
+
 async def rewind_uncommitted_partitions(sender: faust.App, *args: Any, **kwargs: Any) -> None:
     """Read source partitions that have no committed offset yet from their first message.
 
@@ -192,8 +215,9 @@ async def rewind_uncommitted_partitions(sender: faust.App, *args: Any, **kwargs:
     together) lost orders and cache updates that way. Sent on each rebalance just before
     Faust's seek; replaying is safe, as storing and caching are idempotent.
     """
+    app = cast(OrderApp, sender)
     consumer = cast(Consumer, app.consumer)
-    sources = {orders_topic.get_topic_name(), cache_updates_topic.get_topic_name()}
+    sources = {app.orders_topic.get_topic_name(), app.cache_updates_topic.get_topic_name()}
     assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
     if not assigned:
         return

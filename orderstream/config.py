@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
@@ -11,43 +10,12 @@ from typing import Any, Callable, Mapping, TypeVar
 from yarl import URL
 
 from .pg_tls import TlsSettingError, asyncpg_arguments
+from .redaction import MASK, mask_url, secrets_in, shown_value
 
 T = TypeVar("T")
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-
-
-SECRET_SUFFIXES = ("_PASSWORD", "_TOKEN", "_TOKENS")
-MASK = "***"
-_URL_PASSWORD_PARAMETER = re.compile(r"([?&](?:ssl)?password=)[^&#]*")
-
-
-def mask_url(url: str) -> str:
-    """The URL with its password (and any password=/sslpassword= parameter) as ***.
-
-    Works on malformed URLs too, which is when they get printed: user:password@ is found
-    by hand, not by a URL parser that may refuse the value.
-    """
-    scheme, sep, rest = url.partition("://")
-    if sep:
-        query_at = rest.find("?")
-        head, tail = (rest[:query_at], rest[query_at:]) if query_at >= 0 else (rest, "")
-        userinfo, at, hosts = head.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        if at and colon:
-            rest = f"{user}:{MASK}@{hosts}{tail}"
-        url = f"{scheme}{sep}{rest}"
-    return _URL_PASSWORD_PARAMETER.sub(rf"\g<1>{MASK}", url)
-
-
-def shown_value(name: str, value: str) -> str:
-    """What a message may show of a setting's value: secrets never, URLs without passwords."""
-    if name.endswith(SECRET_SUFFIXES):
-        return MASK if value else value  # "required" errors may show that it is empty
-    if name.endswith("_URL"):
-        return mask_url(value)
-    return value
 
 
 class ConfigError(ValueError):
@@ -61,23 +29,11 @@ class ConfigError(ValueError):
         shown = shown_value(name, value)
         if shown != value:
             reason = reason.replace(value, shown)
-            for secret in _secrets_in(name, value):
+            for secret in secrets_in(name, value):
                 reason = reason.replace(secret, MASK)
         super().__init__(f"Config {name!r} has value {shown!r}. {reason}")
         self.name = name
         self.value = shown
-
-
-def _secrets_in(name: str, value: str) -> list[str]:
-    """The parts of a value that must not be printed (for a URL: its passwords)."""
-    if name.endswith(SECRET_SUFFIXES):
-        return [part for part in (value, *value.split(",")) if part.strip()]
-    found = []
-    userinfo = value.partition("://")[2].partition("?")[0].rpartition("@")[0]
-    if ":" in userinfo:
-        found.append(userinfo.partition(":")[2])
-    found += [match.group(0).partition("=")[2] for match in _URL_PASSWORD_PARAMETER.finditer(value)]
-    return sorted((secret for secret in found if secret), key=len, reverse=True)
 
 
 def parse_bool(raw: str) -> bool:

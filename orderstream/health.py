@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, Any, cast
 
-import orjson
 from faust.tables.manager import TableManager
-from faust.web import Request, Response, View
 
 from . import kafka_watch
-from .app import app, orders_topic
 from .repo import DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from .app import OrderApp
 
 PING_TIMEOUT = 2.0
 
@@ -23,7 +23,7 @@ class Check:
     detail: str
 
 
-async def postgresql_check() -> Check:
+async def postgresql_check(app: OrderApp) -> Check:
     try:
         await asyncio.wait_for(app.repo.ping(), PING_TIMEOUT)
     except (DatabaseUnavailable, asyncio.TimeoutError) as exc:
@@ -40,39 +40,35 @@ def kafka_check() -> Check:
     return Check(True, "answers")
 
 
-def assignment_check() -> Check:
+def assignment_check(app: OrderApp) -> Check:
     if app.consumer_generation_id <= 0:
         return Check(False, "not yet a member of the consumer group")
     if app.rebalancing:
         return Check(False, "the consumer group is rebalancing")
-    topic = orders_topic.get_topic_name()
+    topic = app.orders_topic.get_topic_name()
     partitions = sorted(tp.partition for tp in app.assignor.assigned_actives()
                         if tp.topic == topic)
     return Check(True, f"generation {app.consumer_generation_id}, {topic} partitions {partitions}")
 
 
-def recovery_check() -> Check:
+def recovery_check(app: OrderApp) -> Check:
     if app.in_recovery or not cast(TableManager, app.tables).recovery.completed.is_set():
         return Check(False, "the cache table is being recovered")
     return Check(True, "recovered")
 
 
-@app.page("/health")
-async def health(web: View, request: Request) -> Response:
-    """The process is alive and serving HTTP."""
-    return web.bytes(b'{"status":"ok"}', content_type="application/json")
+HEALTHY = b'{"status":"ok"}'
 
 
-@app.page("/ready")
-async def ready(web: View, request: Request) -> Response:
-    """200 when PostgreSQL and Kafka answer, the partitions are assigned and the cache is
-    recovered. A broker outage fails readiness, not liveness: restarting cannot mend it."""
-    checks = {"postgresql": await postgresql_check(),
+async def readiness(app: OrderApp) -> tuple[bool, dict[str, Any]]:
+    """Ready when PostgreSQL and Kafka answer, the partitions are assigned and the cache is
+    recovered; the body lists each check. A broker outage fails readiness, not liveness:
+    restarting cannot mend it."""
+    checks = {"postgresql": await postgresql_check(app),
               "kafka": kafka_check(),
-              "kafka_assignment": assignment_check(),
-              "table_recovery": recovery_check()}
+              "kafka_assignment": assignment_check(app),
+              "table_recovery": recovery_check(app)}
     is_ready = all(check.ok for check in checks.values())
-    body = {"ready": is_ready,
-            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()}}
-    return web.bytes(orjson.dumps(body), content_type="application/json",
-                     status=200 if is_ready else 503)
+    return is_ready, {"ready": is_ready,
+                      "checks": {name: {"ok": c.ok, "detail": c.detail}
+                                 for name, c in checks.items()}}

@@ -36,7 +36,7 @@ def order_context(event: EventT, order_uid: Optional[str] = None) -> dict[str, A
             "partition": message.partition, "offset": message.offset}
 
 
-def where(event: EventT) -> str:
-    """``topic[partition]@offset``, for text log lines."""
+def event_position(event: EventT) -> str:
+    """Where the event's message is, ``topic[partition]@offset``, for text log lines."""
     message = event.message
     return f"{message.topic}[{message.partition}]@{message.offset}"

@@ -8,7 +8,8 @@ registry under ``orderstream_faust_``.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional
+import functools
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import prometheus_client
 from faust.exceptions import ConsumerNotStarted
@@ -22,9 +23,10 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .app import app, orders_topic
-from .tables import recent_orders
-from .validation import INVALID, NOT_AN_ORDER, NOT_JSON
+from .order.validation import INVALID, NOT_AN_ORDER, NOT_JSON
+
+if TYPE_CHECKING:
+    from .app import OrderApp
 
 # What generate_latest writes. (prometheus_client's CONTENT_TYPE_LATEST names the 1.0.0 text
 # format since 0.22, for output generated with other escaping options.)
@@ -95,12 +97,18 @@ def observe_request(route: str, source: Optional[str], status: int, seconds: flo
 class WorkerState(Collector):
     """Gauges read from the worker at scrape time: the cache size and the orders consumer lag."""
 
+    def __init__(self) -> None:
+        self.app: Optional[OrderApp] = None  # the app install() was called with
+
     def collect(self) -> Iterator[Metric]:
+        app = self.app
+        if app is None:
+            return
         cache_size = GaugeMetricFamily(
             "orderstream_cache_size",
             "Orders cached in this worker's active partitions (absent after a rebalance "
             "until the next cache write).")
-        size = recent_orders.size()
+        size = app.recent_orders.size()
         if size is not None:
             cache_size.add_metric([], size)
         yield cache_size
@@ -110,7 +118,7 @@ class WorkerState(Collector):
             "Messages of the orders topic not yet processed and committed, by assigned partition "
             "(high watermark - committed offset).",
             labels=["topic", "partition"])
-        for tp, behind in consumer_lag(app.consumer, orders_topic.get_topic_name()):
+        for tp, behind in consumer_lag(app.consumer, app.orders_topic.get_topic_name()):
             lag.add_metric([tp.topic, str(tp.partition)], behind)
         yield lag
 
@@ -142,10 +150,10 @@ def consumer_lag(consumer: ConsumerT, topic: str) -> Iterator[tuple[TP, int]]:
 class LeanPrometheusMonitor(PrometheusMonitor):
     """Faust's Prometheus sensor without its per-message, per-event and per-request hooks.
 
-    Each looks up a labelled series for every message, event and lookup: about 8% of the
-    worker's CPU while ingesting, more on cache hits. The counters above measure the same
-    flow once per batch. Kept: commits, committed and end offsets, rebalances, assignments,
-    sends.
+    Each looks up a labelled series for every message, event and lookup, a visible share
+    of the worker's CPU while ingesting and more on cache hits (README "Performance"). The
+    counters above measure the same flow once per batch. Kept: commits, committed and end
+    offsets, rebalances, assignments, sends.
     """
 
     def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
@@ -181,6 +189,18 @@ class LeanPrometheusMonitor(PrometheusMonitor):
         pass
 
 
-registry.register(WorkerState())
-# Faust's sensor without setup_prometheus_sensors, which would add a second /metrics page.
-app.monitor = LeanPrometheusMonitor(metrics=FaustMetrics.create(registry, "orderstream_faust"))
+worker_state = WorkerState()
+registry.register(worker_state)
+
+
+@functools.cache
+def faust_metrics() -> FaustMetrics:
+    """The series of Faust's sensor, in our registry (once per process, like the registry)."""
+    return FaustMetrics.create(registry, "orderstream_faust")
+
+
+def install(app: OrderApp) -> None:
+    """Export ``app``'s cache size and lag, and Faust's sensor without its own /metrics page
+    (setup_prometheus_sensors would add one)."""
+    worker_state.app = app
+    app.monitor = LeanPrometheusMonitor(metrics=faust_metrics())

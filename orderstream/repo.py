@@ -10,7 +10,8 @@ from typing import AsyncIterator, Iterable, Iterator, Optional, Sequence
 import asyncpg
 import orjson
 
-from .models import Order, encode_order, order_from_dict
+from .order import Order, encode_order, order_from_dict
+from .order_sql import ORDER_DOCUMENT, UPSERT_BATCH
 from .pg_tls import asyncpg_arguments, connect_naming_tls
 
 logger = logging.getLogger(__name__)
@@ -71,113 +72,6 @@ def translated_errors() -> Iterator[None]:
         raise OrderRejected(str(exc)) from exc
 
 
-# A batch is one statement over the orders' wire JSON as an array, and their versions. The
-# server takes the JSON apart; the client sends the bodies it has already encoded (binding
-# ~60 column values an order cost this process more than the rest of storing it). Each body
-# is kept, verbatim, in orders.body for lookups. An order stored again replaces the old copy
-# unless the stored copy has a newer version (kafka_offset, sql/0003): its rows are updated
-# and items past its new count deleted. The statement returns the order_uids it wrote. Every
-# row of a batch is written in order_uid order (see latest_per_uid).
-UPSERT_BATCH = """
-WITH batch AS MATERIALIZED (
-    SELECT element.value::text AS body, versions.kafka_offset, o.*
-    FROM json_array_elements($1::json) WITH ORDINALITY AS element(value, n)
-    JOIN unnest($2::bigint[]) WITH ORDINALITY AS versions(kafka_offset, n) ON versions.n = element.n,
-    json_to_record(element.value) AS o(
-        order_uid text, track_number text, entry text, delivery json, payment json, items json,
-        locale text, internal_signature text, customer_id text, delivery_service text,
-        shardkey text, sm_id bigint, date_created timestamptz, oof_shard text)
-), upserted_orders AS (
-    INSERT INTO orders (order_uid, track_number, entry, locale, internal_signature, customer_id,
-                        delivery_service, shardkey, sm_id, date_created, oof_shard, body,
-                        kafka_offset)
-    SELECT order_uid, track_number, entry, locale, internal_signature, customer_id,
-           delivery_service, shardkey, sm_id, date_created, oof_shard, body, kafka_offset
-    FROM batch
-    ON CONFLICT (order_uid) DO UPDATE SET
-        body = EXCLUDED.body, kafka_offset = EXCLUDED.kafka_offset,
-        track_number = EXCLUDED.track_number, entry = EXCLUDED.entry, locale = EXCLUDED.locale,
-        internal_signature = EXCLUDED.internal_signature, customer_id = EXCLUDED.customer_id,
-        delivery_service = EXCLUDED.delivery_service, shardkey = EXCLUDED.shardkey,
-        sm_id = EXCLUDED.sm_id, date_created = EXCLUDED.date_created,
-        oof_shard = EXCLUDED.oof_shard, stored_at = now()
-    WHERE orders.kafka_offset IS NULL OR EXCLUDED.kafka_offset IS NULL
-       OR orders.kafka_offset <= EXCLUDED.kafka_offset
-    RETURNING order_uid
-), written AS MATERIALIZED (
-    SELECT b.* FROM batch b JOIN upserted_orders USING (order_uid)
-), upserted_deliveries AS (
-    INSERT INTO deliveries (order_uid, name, phone, zip, city, address, region, email)
-    SELECT b.order_uid, d.name, d.phone, d.zip, d.city, d.address, d.region, d.email
-    FROM written b, json_to_record(b.delivery) AS d(name text, phone text, zip text, city text,
-                                                    address text, region text, email text)
-    ON CONFLICT (order_uid) DO UPDATE SET
-        name = EXCLUDED.name, phone = EXCLUDED.phone, zip = EXCLUDED.zip, city = EXCLUDED.city,
-        address = EXCLUDED.address, region = EXCLUDED.region, email = EXCLUDED.email
-), upserted_payments AS (
-    INSERT INTO payments (order_uid, transaction, request_id, currency, provider, amount,
-                          payment_dt, bank, delivery_cost, goods_total, custom_fee)
-    SELECT b.order_uid, p.transaction, p.request_id, p.currency, p.provider, p.amount,
-           p.payment_dt, p.bank, p.delivery_cost, p.goods_total, p.custom_fee
-    FROM written b, json_to_record(b.payment) AS p(
-        transaction text, request_id text, currency text, provider text, amount bigint,
-        payment_dt bigint, bank text, delivery_cost bigint, goods_total bigint, custom_fee bigint)
-    ON CONFLICT (order_uid) DO UPDATE SET
-        transaction = EXCLUDED.transaction, request_id = EXCLUDED.request_id,
-        currency = EXCLUDED.currency, provider = EXCLUDED.provider, amount = EXCLUDED.amount,
-        payment_dt = EXCLUDED.payment_dt, bank = EXCLUDED.bank,
-        delivery_cost = EXCLUDED.delivery_cost, goods_total = EXCLUDED.goods_total,
-        custom_fee = EXCLUDED.custom_fee
-), removed_items AS (
-    DELETE FROM items i USING written b
-    WHERE i.order_uid = b.order_uid AND i.position >= json_array_length(b.items)
-), upserted_items AS (
-    INSERT INTO items (order_uid, position, chrt_id, track_number, price, rid, name, sale, size,
-                       total_price, nm_id, brand, status)
-    SELECT b.order_uid, i.n - 1, i.chrt_id, i.track_number, i.price, i.rid, i.name, i.sale,
-           i.size, i.total_price, i.nm_id, i.brand, i.status
-    FROM written b, ROWS FROM (json_to_recordset(b.items) AS (
-            chrt_id bigint, track_number text, price bigint, rid text, name text, sale int,
-            size text, total_price bigint, nm_id bigint, brand text, status int))
-        WITH ORDINALITY AS i(chrt_id, track_number, price, rid, name, sale, size, total_price,
-                             nm_id, brand, status, n)
-    ON CONFLICT (order_uid, position) DO UPDATE SET
-        chrt_id = EXCLUDED.chrt_id, track_number = EXCLUDED.track_number, price = EXCLUDED.price,
-        rid = EXCLUDED.rid, name = EXCLUDED.name, sale = EXCLUDED.sale, size = EXCLUDED.size,
-        total_price = EXCLUDED.total_price, nm_id = EXCLUDED.nm_id, brand = EXCLUDED.brand,
-        status = EXCLUDED.status
-)
-SELECT order_uid FROM upserted_orders
-"""
-
-# An order's wire JSON built from its rows, for an order stored without its body (before
-# migration 0002, or by another writer): the wire format's key order, date_created spelt as
-# encode_order spells it (UTC, "Z", microseconds when there are any).
-ORDER_DOCUMENT = """(
-SELECT json_build_object(
-    'order_uid', o.order_uid, 'track_number', o.track_number, 'entry', o.entry,
-    'delivery', json_build_object(
-        'name', d.name, 'phone', d.phone, 'zip', d.zip, 'city', d.city,
-        'address', d.address, 'region', d.region, 'email', d.email),
-    'payment', json_build_object(
-        'transaction', p.transaction, 'request_id', p.request_id, 'currency', p.currency,
-        'provider', p.provider, 'amount', p.amount, 'payment_dt', p.payment_dt,
-        'bank', p.bank, 'delivery_cost', p.delivery_cost, 'goods_total', p.goods_total,
-        'custom_fee', p.custom_fee),
-    'items', (SELECT json_agg(json_build_object(
-        'chrt_id', i.chrt_id, 'track_number', i.track_number, 'price', i.price, 'rid', i.rid,
-        'name', i.name, 'sale', i.sale, 'size', i.size, 'total_price', i.total_price,
-        'nm_id', i.nm_id, 'brand', i.brand, 'status', i.status) ORDER BY i.position)
-        FROM items i WHERE i.order_uid = o.order_uid),
-    'locale', o.locale, 'internal_signature', o.internal_signature,
-    'customer_id', o.customer_id, 'delivery_service', o.delivery_service,
-    'shardkey', o.shardkey, 'sm_id', o.sm_id, 'date_created', to_char(
-        o.date_created AT TIME ZONE 'UTC', CASE WHEN date_trunc('second', o.date_created)
-        = o.date_created THEN 'YYYY-MM-DD"T"HH24:MI:SS"Z"' ELSE 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"' END),
-    'oof_shard', o.oof_shard)::text
-FROM deliveries d, payments p
-WHERE d.order_uid = o.order_uid AND p.order_uid = o.order_uid)"""
-
 # The body stored with the order (one row by key, no join), or, without one, built from the rows.
 SELECT_BODY = f"SELECT o.body, CASE WHEN o.body IS NULL THEN {ORDER_DOCUMENT} END FROM orders o "
 
@@ -217,7 +111,7 @@ def wire_json(body: Optional[str], built: Optional[str]) -> bytes:
     return orjson.dumps(orjson.loads(built or "null"))
 
 
-async def keep_session(connection: asyncpg.Connection) -> None:
+async def skip_session_reset(connection: asyncpg.Connection) -> None:
     """A pool's reset that sends nothing: the repository leaves no session state to undo
     (no SET, LISTEN, advisory lock or open transaction), and asyncpg's default reset costs a
     round trip on every release, one per lookup."""
@@ -251,7 +145,7 @@ class OrderRepository:
             command_timeout=self.command_timeout,
             # json_build_object renders timestamps in the session time zone.
             server_settings={"timezone": "UTC"},
-            reset=keep_session,
+            reset=skip_session_reset,
         )
 
     async def close(self) -> None:

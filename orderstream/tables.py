@@ -1,149 +1,54 @@
-"""The recent-order cache: a Faust Table of serialised orders, bounded per partition."""
+"""The Table declarations: the recent-order cache, a Faust Table of serialised orders.
+
+Its bound, writes, agent and routing are the cache package's (orderstream/cache/).
+"""
 
 from __future__ import annotations
 
-import logging
-from collections import OrderedDict
-from datetime import datetime
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING
 
 import faust
-import orjson
 
-from . import partitioner
-from .app import app, settings
-from .cache_entry import entry_body, entry_version
-from .changelog import Change, ChangelogWriter
-from .store import table_options
+from .cache import ChangelogWriter, RecentOrders, table_options
 
-logger = logging.getLogger(__name__)
-
-# Keys are the order_uid's UTF-8 bytes and values the order's JSON body, both "raw":
-# the producer, the changelog and the router then hash the same bytes to the same partition,
-# and a cache hit is served without serialising anything.
-# The app's RocksDB store (store.py) bounds its memory by the ROCKSDB_* settings and rebuilds a
-# partition whose local files are stale or unreadable instead of stopping the worker.
-order_cache: faust.Table = app.Table(  # type: ignore[assignment]  # typed as TableT
-    "order-cache",
-    key_type=bytes,
-    value_type=bytes,
-    partitions=settings.kafka_partitions,
-    options=table_options(settings),
-    help="Recent orders by order_uid, as their JSON body.",
-)
+if TYPE_CHECKING:
+    from .app import OrderApp
 
 
-def partition_of(key: bytes, partitions: int = settings.kafka_partitions) -> int:
-    """The partition of ``key`` among this service's KAFKA_PARTITIONS (see partitioner.py)."""
-    return partitioner.partition_of(key, partitions)
+def declare_order_cache(app: OrderApp) -> faust.Table:
+    """The cache Table: recent orders by order_uid.
 
-
-def created_at(body: bytes) -> datetime:
-    return datetime.fromisoformat(orjson.loads(body)["date_created"])
-
-
-class RecentOrders:
-    """Bounds the cache: each partition keeps its newest ``capacity`` orders.
-
-    The bound is per partition (CACHE_SIZE / partitions) because each partition has one
-    owner that can evict from it. The eviction order is kept in memory and rebuilt from
-    the table (by date_created) after every rebalance. Writes go through a ChangelogWriter,
-    a bundle at a time.
+    Keys are the order_uid's UTF-8 bytes and values the order's JSON body, both "raw":
+    the producer, the changelog and the router then hash the same bytes to the same
+    partition, and a cache hit is served without serialising anything. The app's RocksDB
+    store (cache/store.py) bounds its memory by the ROCKSDB_* settings and rebuilds a partition
+    whose local files are stale or unreadable instead of stopping the worker.
     """
-
-    def __init__(self, table: faust.Table, writer: ChangelogWriter, *, size: int,
-                 partitions: int, enabled: bool) -> None:
-        self.table = table
-        self.writer = writer
-        self.enabled = enabled
-        self.partitions = partitions
-        self.capacity = max(1, size // partitions)
-        self._order: dict[int, OrderedDict[bytes, None]] = {}
-
-    def forget_order(self) -> None:
-        """Drop the eviction order; it is rebuilt from the table on next use."""
-        self._order.clear()
-
-    def lookup(self, partition: int, key: bytes) -> Optional[bytes]:
-        """The cached body of the order, if this worker holds its partition and the order."""
-        if not self.enabled:
-            return None
-        value = self.writer.store.get(partition, key)
-        return None if value is None else entry_body(value)
-
-    def size(self) -> Optional[int]:
-        """Orders cached in this worker's active partitions, counted without a table scan.
-
-        None while the eviction order is not rebuilt since the last rebalance: rebuilding
-        scans the table, which only the next cache write does (after recovery has finished).
-        """
-        if not self.enabled:
-            return 0
-        if not self._order:
-            return None
-        return sum(map(len, self._order.values()))
-
-    def is_empty(self) -> bool:
-        return next(iter(self.table.keys()), None) is None
-
-    async def remember(self, partition: int, entries: Sequence[tuple[bytes, bytes]], *,
-                       keep_newer: bool = False) -> None:
-        """Store orders of ``partition``, evicting the oldest beyond capacity.
-
-        Call inside stream iteration of an event of ``partition``. ``entries`` are Table
-        values (cache_entry.py): one older than the cached version of its order is dropped,
-        so versions never go backwards. With ``keep_newer`` (a warm-up), an order already
-        cached is left as it is: the cached copy is newer.
-        """
-        if not self.enabled:
-            return
-        order = self._order_of(partition)
-        changes: list[Change] = []
-        pending: dict[bytes, bytes] = {}  # this bundle's values, not yet in the store
-        for key, value in entries:
-            if key in order:
-                if keep_newer:
-                    continue
-                cached = pending.get(key) or self.writer.store.get(partition, key)
-                if cached is not None and entry_version(value) < entry_version(cached):
-                    continue
-            pending[key] = value
-            changes.append((key, value))
-            order[key] = None
-            order.move_to_end(key)
-        while len(order) > self.capacity:
-            oldest, _ = order.popitem(last=False)
-            changes.append((oldest, None))
-        await self.writer.write(partition, changes)
-
-    def _order_of(self, partition: int) -> OrderedDict[bytes, None]:
-        if partition not in self._order:
-            self._rebuild(self.table.items())
-        return self._order[partition]
-
-    def _rebuild(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        by_partition: dict[int, list[tuple[datetime, bytes]]] = {
-            partition: [] for partition in range(self.partitions)}
-        for key, value in items:
-            by_partition[partition_of(key, self.partitions)].append(
-                (created_at(entry_body(value)), key))
-        self._order = {
-            partition: OrderedDict((key, None) for _, key in sorted(entries))
-            for partition, entries in by_partition.items()
-        }
-        logger.info("Cache eviction order rebuilt: %d orders in %d partitions",
-                    sum(map(len, self._order.values())), len(self._order))
+    settings = app.settings
+    return app.Table(  # type: ignore[return-value]  # typed as TableT
+        "order-cache",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.kafka_partitions,
+        options=table_options(settings),
+        help="Recent orders by order_uid, as their JSON body.",
+    )
 
 
-recent_orders = RecentOrders(
-    order_cache,
-    ChangelogWriter(order_cache, lambda: app.batch_producer),
-    size=settings.cache_size,
-    partitions=settings.kafka_partitions,
-    enabled=settings.cache_enabled,
-)
+def declare_cache(app: OrderApp) -> RecentOrders:
+    """The cache Table with its bound; the eviction order is dropped on each rebalance."""
+    settings = app.settings
+    table = declare_order_cache(app)
+    cache = RecentOrders(
+        table,
+        ChangelogWriter(table, lambda: app.batch_producer),
+        size=settings.cache_size,
+        partitions=settings.kafka_partitions,
+        enabled=settings.cache_enabled,
+    )
 
+    async def forget_eviction_order(sender: faust.App, *args: object, **kwargs: object) -> None:
+        cache.forget_eviction_order()
 
-@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode's typing rejects async receivers
-async def _forget_eviction_order(app: faust.App, *args: object, **kwargs: object) -> None:
-    recent_orders.forget_order()
+    app.on_partitions_revoked.connect(forget_eviction_order)  # type: ignore[arg-type]
+    return cache

@@ -23,7 +23,7 @@ Content-Security-Policy (same origin only, no inline script), nosniff, no framin
 and a ``Server`` header without versions. aiohttp's answers get them from its
 ``on_response_prepare`` signal (one call per response, no middleware around the handlers).
 
-aiohttp's hooks used here, pinned by tests/test_hostile_http.py: ``AppRunner._make_server``,
+aiohttp's hooks used here, pinned by tests/integration/test_hostile_http.py: ``AppRunner._make_server``,
 ``RequestHandler.handle_error`` and ``RequestHandler._request_count``; Faust's ``Web._runner``.
 """
 
@@ -44,6 +44,7 @@ from aiohttp.web_request import BaseRequest
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from .config import Settings
+from .security_headers import SECURITY_HEADERS, add_security_headers
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +56,6 @@ OVERFLOW_HEADER_TIMEOUT = 2.0
 OVERFLOW_HEAD_BYTES = 16 * 1024
 # How much of a malformed request (its line, a header) a log line or error body quotes.
 QUOTED_CHARS = 200
-
-# The page loads its script, style and data from this origin only; nothing inline, nothing
-# framed. JSON answers carry the same policy: a browser that renders one runs nothing either.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
-    "form-action 'self'")
-SECURITY_HEADERS: dict[str, str] = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Server": "orderstream",  # aiohttp's default names its and Python's versions
-}
-
 
 def shorten(text: str, limit: int = QUOTED_CHARS) -> str:
     """``text`` on one line, cut to ``limit`` characters, saying how long it was."""
@@ -122,11 +108,6 @@ def json_error(status: int, message: str, **details: str) -> web.Response:
     # With the headers itself: a request the parser rejected gets no on_response_prepare.
     return web.Response(status=status, body=orjson.dumps({"error": message, **details}),
                         content_type="application/json", headers=SECURITY_HEADERS)
-
-
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """aiohttp's on_response_prepare receiver: SECURITY_HEADERS on every answer of the app."""
-    response.headers.update(SECURITY_HEADERS)
 
 
 def raw_response(status: str, body: bytes, *extra_headers: str) -> bytes:

@@ -20,7 +20,7 @@ from orderstream.config import Settings
 from orderstream.migrations import migrate_database
 from orderstream.repo import OrderRepository
 
-from .harness import Worker, admin_execute
+from harness import Worker, admin_execute
 from .secrets_registry import leaks_in, registered_secrets
 
 _SHARED_MODEL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "model.json"

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .harness import REPO_ROOT, free_port
+from harness import REPO_ROOT, free_port
 
 STACK_SCRIPT = REPO_ROOT / "scripts" / "stack.sh"
 SHARED_KAFKA_LIBS = REPO_ROOT / ".stack" / "kafka" / "libs"

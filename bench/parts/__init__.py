@@ -1,0 +1,1 @@
+"""The parts of `python -m bench`, one module each: ingest, lookup, memory, restart, soak."""
