@@ -62,7 +62,7 @@ class Triage:
     misplaced: list[Accepted]
 
 
-def triage(events: Iterable[EventT], *, partition_of: Callable[[bytes], int],
+def triage(events: Iterable[EventT], *, partition_for: Callable[[bytes], int],
            max_clock_skew: float) -> Triage:
     """Split a batch into orders to store, messages to dead-letter and orders on the wrong partition.
 
@@ -80,7 +80,7 @@ def triage(events: Iterable[EventT], *, partition_of: Callable[[bytes], int],
                                             claimed_order_uid(event.value)))
             continue
         key = order.order_uid.encode()
-        accepted = Accepted(event, order, key, body, partition_of(key))
+        accepted = Accepted(event, order, key, body, partition_for(key))
         if event.message.partition == accepted.partition:
             result.accepted.append(accepted)
         else:
@@ -231,7 +231,7 @@ def register(app: OrderApp) -> None:
                                                             within=settings.batch_wait)
             async for events in batches:
                 try:
-                    batch = triage(events, partition_of=app.recent_orders.partition_of,
+                    batch = triage(events, partition_for=app.recent_orders.partition_for,
                                    max_clock_skew=settings.max_clock_skew)
                 except Exception:
                     exit_unfinished("Unexpected error while validating a batch")

@@ -82,7 +82,7 @@ class OrderLookups:
         cache = self.cache
         if cache.enabled and not wants_database(request):
             key = order_uid.encode()
-            partition = cache.partition_of(key)
+            partition = cache.partition_for(key)
             owner = self.owners.other_than_self(partition)
             if owner is not None and FORWARDED_HEADER not in request.headers:
                 routed = await ask_owner(self.app, owner, request)

@@ -40,7 +40,7 @@ class RecentOrders:
         self.capacity = max(1, size // partitions)
         self._eviction_order: dict[int, OrderedDict[bytes, None]] = {}
 
-    def partition_of(self, key: bytes) -> int:
+    def partition_for(self, key: bytes) -> int:
         """The partition of ``key`` among the service's KAFKA_PARTITIONS (see partitioning.py)."""
         return partitioning.partition_of(key, self.partitions)
 
@@ -109,7 +109,7 @@ class RecentOrders:
         by_partition: dict[int, list[tuple[datetime, bytes]]] = {
             partition: [] for partition in range(self.partitions)}
         for key, value in items:
-            by_partition[self.partition_of(key)].append(
+            by_partition[self.partition_for(key)].append(
                 (created_at(entry_body(value)), key))
         self._eviction_order = {
             partition: OrderedDict((key, None) for _, key in sorted(entries))

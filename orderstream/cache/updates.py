@@ -78,7 +78,7 @@ async def warm_up_when_empty(app: OrderApp) -> None:
     entries = []
     for order, version in orders:  # each worker warms the partitions it owns
         key = order.order_uid.encode()
-        partition = cache.partition_of(key)
+        partition = cache.partition_for(key)
         if partition in owned:
             entries.append((partition, key, encode_entry(version, encode_order(order))))
     logger.info("Cache warm-up: sending %d orders to the cache", len(entries))

@@ -47,7 +47,7 @@ def test_orders_on_their_partition_are_accepted_others_forwarded_bad_ones_reject
     events = [event(model_json, home(uid)), event(model_json, elsewhere),
               event(b"not json", 0), event(orjson.dumps({**model, "items": []}), home(uid))]
 
-    batch = triage(events, partition_of=lambda key: partition_of(key, PARTITIONS),
+    batch = triage(events, partition_for=lambda key: partition_of(key, PARTITIONS),
                    max_clock_skew=60)
 
     assert [item.event for item in batch.accepted] == [events[0]]
@@ -65,7 +65,7 @@ def test_an_order_from_the_future_is_rejected_beyond_the_clock_skew(
     raw = orjson.dumps(data)
 
     batch = triage([event(raw, home(data["order_uid"]))],
-                   partition_of=lambda key: partition_of(key, PARTITIONS), max_clock_skew=60)
+                   partition_for=lambda key: partition_of(key, PARTITIONS), max_clock_skew=60)
 
     assert batch.accepted == [] and len(batch.rejected) == 1
     assert "lies in the future" in batch.rejected[0].error
