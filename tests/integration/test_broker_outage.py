@@ -84,3 +84,5 @@ async def test_broker_outage_fails_readiness_not_liveness_logs_once_and_ingest_r
     assert log.count("Kafka unreachable") == 1
     assert log.count("Kafka is back") == 1
     assert worker.process is not None and worker.process.poll() is None
+    # Stopped while its broker still runs (the fixture's teardown kills the broker first).
+    assert await asyncio.to_thread(worker.stop) == 0
