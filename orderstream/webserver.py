@@ -24,7 +24,8 @@ and a ``Server`` header without versions. aiohttp's answers get them from its
 ``on_response_prepare`` signal (one call per response, no middleware around the handlers).
 
 aiohttp's hooks used here, pinned by tests/integration/test_hostile_http.py: ``AppRunner._make_server``,
-``RequestHandler.handle_error`` and ``RequestHandler._request_count``; Faust's ``Web._runner``.
+``RequestHandler.handle_error`` and ``RequestHandler._request_count``; Faust's ``Web._runner``
+and ``Web._transport_handlers`` (to listen with a backlog as long as the cap).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ OVERFLOW_CONNECTIONS = 100
 OVERFLOW_HEADER_TIMEOUT = 2.0
 # Longest request head read from an over-cap connection before answering anyway.
 OVERFLOW_HEAD_BYTES = 16 * 1024
+# aiohttp's listen backlog, the least used.
+LISTEN_BACKLOG = 128
 # How much of a malformed request (its line, a header) a log line or error body quotes.
 QUOTED_CHARS = 200
 
@@ -312,3 +315,10 @@ def install(driver: AiohttpWeb, settings: Settings,
     driver.web_app.on_response_prepare.append(add_security_headers)
     driver._runner = LimitedAppRunner(driver.web_app, limits=HttpLimits.from_settings(settings),
                                       before_start=before_start, access_log=None)
+    conf = driver.app.conf
+    # aiohttp listens with a backlog of 128: in a burst of new connections the kernel drops the
+    # SYNs beyond it and clients retry 1, 3, 7... seconds later. Queue up to the cap instead
+    # (the kernel lowers it to net.core.somaxconn).
+    driver._transport_handlers = {**driver._transport_handlers, "tcp": lambda: web.TCPSite(
+        driver._runner, conf.web_bind, conf.web_port, ssl_context=conf.web_ssl_context,
+        backlog=max(LISTEN_BACKLOG, settings.http_max_connections))}
