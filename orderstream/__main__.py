@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import sys
 
+import faust
 from faust.cli.faust import cli
 
 import orderstream
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--version"]:
+        # Faust's own --version names Faust's version; this command is orderstream's.
+        print(f"orderstream {orderstream.__version__} (faust-streaming {faust.__version__})")
+        return
     # Faust finds -A in sys.argv to import the app before it resolves a command; the app's
     # own commands (migrate, produce) exist once it is built, so build it first.
     orderstream.app
