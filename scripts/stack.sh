@@ -124,12 +124,24 @@ kafka_fetch() {
     say "kafka jars already present in $KAFKA_LIBS"
     return
   fi
-  local start=$EPOCHREALTIME
+  local start=$EPOCHREALTIME stage=$KAFKA_LIBS.new jar
   say "fetching kafka jars from Maven Central..."
-  rm -rf "$KAFKA_LIBS"
-  mvn -B -q -f "$POM" dependency:copy-dependencies -DoutputDirectory="$KAFKA_LIBS" \
+  rm -rf "$stage"
+  mvn -B -q -f "$POM" dependency:copy-dependencies -DoutputDirectory="$stage" \
     -DincludeScope=runtime >"$KAFKA_DIR/fetch.log" 2>&1 ||
     { show_log_tail "$KAFKA_DIR/fetch.log"; die "could not fetch kafka jars (is Maven Central reachable?)"; }
+  # Merged into $KAFKA_LIBS rather than replacing it: a broker running from these jars (a pom
+  # edit, e.g. the tools jar, fetched into an existing checkout) keeps the jars it has open and
+  # finds its classes under the same names. A jar of the same name is the same release: kept;
+  # a new one is renamed in (never copied over a jar in use); one no longer wanted is unlinked.
+  mkdir -p "$KAFKA_LIBS"
+  for jar in "$KAFKA_LIBS"/*.jar; do
+    [[ ! -e $jar || -e $stage/${jar##*/} ]] || rm -f "$jar"
+  done
+  for jar in "$stage"/*.jar; do
+    [[ -e $KAFKA_LIBS/${jar##*/} ]] || mv "$jar" "$KAFKA_LIBS/"
+  done
+  rm -rf "$stage"
   echo "$want" >"$KAFKA_LIBS/.fetched"
   say "kafka jars fetched in $(elapsed "$start")"
 }
