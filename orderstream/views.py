@@ -149,6 +149,10 @@ def faust_pages(app: OrderApp) -> dict[str, FaustPage]:
         """The order lookup page."""
         return cast(Response, aioweb.FileResponse(settings.web_dir / "index.html"))
 
+    async def api_reference(web: View, request: Request) -> Response:
+        """The API reference: swagger-ui (vendored in WEB_DIR) rendering /openapi.yaml."""
+        return cast(Response, aioweb.FileResponse(settings.web_dir / "docs.html"))
+
     async def openapi_spec(web: View, request: Request) -> Response:
         """The OpenAPI description of this HTTP API."""
         return cast(Response, aioweb.FileResponse(settings.openapi_file,
@@ -173,7 +177,7 @@ def faust_pages(app: OrderApp) -> dict[str, FaustPage]:
                          status=200 if is_ready else 503)
 
     return {"/health": alive, "/ready": ready, "/": index, "/openapi.yaml": openapi_spec,
-            "/metrics": prometheus_metrics}
+            "/metrics": prometheus_metrics, "/docs": api_reference}
 
 
 def register(app: OrderApp) -> None:
