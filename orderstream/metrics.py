@@ -124,7 +124,13 @@ class WorkerState(Collector):
 
 
 def consumer_lag(consumer: ConsumerT, topic: str) -> Iterator[tuple[TP, int]]:
-    """High watermark minus committed offset for each assigned partition of ``topic``.
+    """High watermark minus committed offset for each assigned partition of ``topic``."""
+    for tp, end, committed in consumer_offsets(consumer, topic):
+        yield tp, max(end - committed, 0)
+
+
+def consumer_offsets(consumer: ConsumerT, topic: str) -> Iterator[tuple[TP, int, int]]:
+    """(partition, high watermark, committed offset) for each assigned partition of ``topic``.
 
     Both are the *next* offset. The high watermark is the one of the last fetch (partitions
     not fetched yet are skipped). The committed offsets are Faust's own record of them,
@@ -144,7 +150,7 @@ def consumer_lag(consumer: ConsumerT, topic: str) -> Iterator[tuple[TP, int]]:
             continue
         if end is not None:
             # Faust stores a committed offset of 0 as None.
-            yield tp, max(end - (committed.get(tp) or 0), 0)
+            yield tp, end, committed.get(tp) or 0
 
 
 class LeanPrometheusMonitor(PrometheusMonitor):

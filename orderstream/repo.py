@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
 from typing import AsyncIterator, Iterable, Iterator, Optional, Sequence
 
 import asyncpg
@@ -79,6 +80,11 @@ GET_ORDER = SELECT_BODY + "WHERE o.order_uid = $1"
 
 LOAD_RECENT = (SELECT_BODY.replace("SELECT o.body,", "SELECT o.body, o.kafka_offset,")
                + "ORDER BY o.date_created DESC, o.order_uid LIMIT $1")
+
+# The orders written last (stored_at is set on every upsert), by sql/0004's index, no scan.
+# One batch shares one stored_at (its transaction's time): ties are broken by order_uid.
+RECENT_STORED = ("SELECT order_uid, track_number, date_created, stored_at FROM orders "
+                 "ORDER BY stored_at DESC, order_uid DESC LIMIT $1")
 
 # An order to store: its order_uid, its wire JSON (from encode_order) and its version (the
 # offset of its message on its own partition; None: unknown, written whatever is stored).
@@ -207,6 +213,13 @@ class OrderRepository:
     async def load_recent(self, limit: int) -> list[Order]:
         """The newest orders by date_created, newest first."""
         return [order for order, _ in await self.load_recent_versions(limit)]
+
+    async def recent_stored(self, limit: int) -> list[tuple[str, str, datetime, datetime]]:
+        """The ``limit`` orders stored last, newest first: (order_uid, track_number,
+        date_created, stored_at), for the operator's list of recent orders."""
+        async with self.connection() as conn:
+            rows = await conn.fetch(RECENT_STORED, limit)
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
 
     async def load_recent_versions(self, limit: int) -> list[tuple[Order, Optional[int]]]:
         """load_recent with each order's version (the cache warm-up)."""

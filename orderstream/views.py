@@ -20,6 +20,7 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
 
 from . import auth, health, metrics, webserver
+from . import pipeline
 from .cache.routing import AUTHORIZATION, FORWARDED_HEADER, Owners, ask_owner
 from .order import ORDER_UID_MAX_LENGTH, is_valid_order_uid
 from .repo import DatabaseUnavailable
@@ -195,6 +196,7 @@ def register(app: OrderApp) -> None:
     router.add_get(ORDER_ROUTE, lookups.get_order)
     router.add_get("/order/", lookups.order_uid_missing)
     router.add_get("/order", lookups.order_uid_missing)
+    pipeline.register(app, router)  # /api/pipeline, /api/orders/recent
     webserver.install(driver, app.settings, before_start=lambda router: finish_routes(
         app, router, lookups.api_tokens))
 

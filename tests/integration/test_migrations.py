@@ -18,7 +18,8 @@ from orderstream.repo import OrderRepository
 SQL_DIR = Settings().sql_dir  # the files production applies
 
 TABLES = {"orders", "deliveries", "payments", "items"}
-MIGRATIONS = ["0001.create-orders", "0002.order-body", "0003.order-version"]
+MIGRATIONS = ["0001.create-orders", "0002.order-body", "0003.order-version",
+              "0004.orders-stored-at-index"]
 
 # Our tables only: yoyo keeps its own bookkeeping tables in the same schema.
 LIST_TABLES = """
@@ -59,6 +60,8 @@ async def migrate(url: str, *, down: bool = False) -> list[str]:
 def assert_full_schema(tables: set[str], indexes: dict[str, str]) -> None:
     assert tables == TABLES
     assert "ON public.orders USING btree (date_created DESC)" in indexes["orders_date_created_idx"]
+    assert ("ON public.orders USING btree (stored_at DESC, order_uid DESC)"
+            in indexes["orders_stored_at_idx"])
 
 
 async def columns(url: str, table: str) -> set[str]:
