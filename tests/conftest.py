@@ -24,7 +24,8 @@ from harness import Worker, admin_execute
 from .secrets_registry import leaks_in, registered_secrets
 
 _SHARED_MODEL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "model.json"
-_LOCAL_MODEL = Path(__file__).resolve().parent / "fixtures" / "model.json"  # a copy, for lone checkouts
+# The copy at the repository's root (README's commands send it), checked against the shared one.
+_LOCAL_MODEL = Path(__file__).resolve().parents[1] / "model.json"
 _PATH_PART = re.compile(r"[^.\[\]]+")
 
 

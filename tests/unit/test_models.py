@@ -4,6 +4,7 @@ import json
 import pickle
 import random
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import orjson
@@ -438,3 +439,9 @@ def test_an_order_from_the_future_is_invalid_only_when_a_latest_date_is_given(
     # On the read path (no latest) and up to the latest date itself, it is valid.
     decode_order_and_body(orjson.dumps(order_dict()))
     decode_order_and_body(orjson.dumps(order_dict()), latest=latest + timedelta(seconds=1339))
+
+
+def test_the_root_model_json_is_the_shared_canonical_order(model_json: bytes) -> None:
+    """README's commands send ./model.json: it is the shared fixture, byte for byte."""
+    root_copy = Path(__file__).resolve().parents[2] / "model.json"
+    assert root_copy.read_bytes() == model_json
