@@ -100,6 +100,9 @@ def claimed_order_uid(raw: bytes) -> Optional[str]:
 
 SOURCE_HEADERS = ("x-source-topic", "x-source-partition", "x-source-offset")
 ERROR_HEADERS = ("x-error-reason", "x-error")
+# Set by `dlq replay` (dead_letters.py); a replayed message dead-lettered again keeps it, as
+# one of its own headers, even in a stub.
+REPLAYED_FROM = "x-replayed-from"
 # An order too large to forward to its partition is dead-lettered with this reason.
 TOO_LARGE_TO_FORWARD = "too_large"
 
@@ -130,7 +133,7 @@ async def dead_letter(app: OrderApp, rejected: Sequence[Rejected]) -> None:
             [*source_headers(item.event), ("x-error-reason", item.reason.encode()),
              ("x-error", item.error.encode()[:4096])]))
     refused = await publish_all(app.batch_producer, letters, lambda letter: dead_letter_stub(
-        letter, keep=SOURCE_HEADERS + ERROR_HEADERS))
+        letter, keep=SOURCE_HEADERS + ERROR_HEADERS + (REPLAYED_FROM,)))
     if refused:
         raise RuntimeError(f"Kafka refused even the stub of {len(refused)} dead letters")
     for item in rejected:

@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 
 from . import auth, health, metrics, webserver
 from . import pipeline
+from . import dead_letter_api
 from .cache.routing import AUTHORIZATION, FORWARDED_HEADER, Owners, ask_owner
 from .order import ORDER_UID_MAX_LENGTH, is_valid_order_uid
 from .repo import DatabaseUnavailable
@@ -197,6 +198,7 @@ def register(app: OrderApp) -> None:
     router.add_get("/order/", lookups.order_uid_missing)
     router.add_get("/order", lookups.order_uid_missing)
     pipeline.register(app, router)  # /api/pipeline, /api/orders/recent
+    dead_letter_api.register(app, router)  # /api/dead-letters, /api/dead-letters/replay
     webserver.install(driver, app.settings, before_start=lambda router: finish_routes(
         app, router, lookups.api_tokens))
 
