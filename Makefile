@@ -44,6 +44,20 @@ cluster-down:
 cluster-status:
 	bash scripts/stack.sh cluster-status
 
+# Apache Kafka's own tools on the fetched jars, against KAFKA_BROKERS (README "Kafka tools"); they
+# need only Java and the jars of `make setup`, so they do not run it. TOPIC (a regular expression
+# for topics; one topic for tail, default KAFKA_TOPIC or orders), GROUP (default KAFKA_GROUP_ID or
+# order-svc), N: the newest N messages (default 10).
+.PHONY: topics groups tail
+topics:
+	@bash scripts/kafka-tools.sh topics "$(TOPIC)"
+
+groups:
+	@bash scripts/kafka-tools.sh groups "$(GROUP)"
+
+tail:
+	@bash scripts/kafka-tools.sh tail "$(TOPIC)" "$(if $(filter file,$(origin N)),10,$(N))"
+
 migrate: setup
 	$(BIN)/faust -A orderstream migrate
 
