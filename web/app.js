@@ -1,6 +1,9 @@
-// orderstream lookup page: GET /order/<order_uid> and lay the order out. Data goes in via textContent only.
+// orderstream page, the lookup: GET /order/<order_uid> and lay the order out. Data goes in via textContent only.
 // When the service answers 401 (API_TOKENS set), the page asks for a token and keeps it for this tab only
 // (sessionStorage: gone when the tab closes, never in localStorage or a cookie); a refused token is forgotten.
+// operator.js (the live panels) shares callApi and the token flow of this file, and listens for TOKEN_EVENT.
+// The lookup view is addressed by the hash: #order=<order_uid> (links open it, in a new tab too); a bare
+// #<order_uid> (older links) still works unless it names a section of the page (#pipeline).
 "use strict";
 
 const HEADER_FIELDS = ["order_uid", "track_number", "entry", "locale", "customer_id", "delivery_service",
@@ -25,6 +28,7 @@ const tokenInput = document.getElementById("token-input");
 const tokenReason = document.getElementById("token-reason");
 const forgetButton = document.getElementById("forget-token");
 const TOKEN_KEY = "orderstream.token";
+const TOKEN_EVENT = "orderstream:token"; // dispatched on document when a token is entered
 let latest = 0; // only the newest lookup may draw
 let waitingForToken = ""; // the order id to look up once a token is given
 
@@ -55,12 +59,44 @@ function forgetToken() {
   forgetButton.hidden = true;
 }
 
+// Shows the token form; `id` is the order to look up once the token is given ("" keeps the one waiting).
 function askForToken(id, message) {
-  waitingForToken = id;
+  if (id) waitingForToken = id;
   tokenReason.textContent = message;
   tokenInput.value = "";
   tokenForm.hidden = false;
   tokenInput.focus();
+}
+
+// A 401 for `tokenUsed` ("" when none was sent): forget a refused token and ask for one (the lookup's
+// `id`, or "" from the panels). Returns true when a newer token is already there, so a retry may pass.
+function tokenNeeded(tokenUsed, id, what) {
+  const current = storedToken();
+  if (current && current !== tokenUsed) return true;
+  if (tokenUsed) { // refused (perhaps already forgotten by another request that sent it)
+    if (current) forgetToken();
+    showStatus("The service refused the token, so this tab has forgotten it. Enter a valid token.", "error");
+    askForToken(id, "The token was refused.");
+  } else if (id || tokenForm.hidden) {
+    showStatus(`This service needs an access token to show ${what}.`, "warn");
+    askForToken(id, id ? `Enter a token to look up ${id}.` : `Enter a token to see ${what}.`);
+  }
+  return false;
+}
+
+// One JSON request to this service with the tab's token. Network failures throw; every status returns.
+async function callApi(url, { method = "GET", json } = {}) {
+  const token = storedToken();
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const init = { method, headers, cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" };
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  }
+  const response = await fetch(url, init);
+  const body = await response.json().catch(() => null);
+  return { response, body, token };
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -77,7 +113,7 @@ function unixDate(seconds) {
 }
 
 function value(tag, key, raw) {
-  if (raw === undefined || raw === null || raw === "") return el(tag, { class: "empty" }, "—");
+  if (raw === undefined || raw === null || raw === "") return el(tag, { class: "empty", title: "empty" }, "—");
   const text = FORMAT[key] ? FORMAT[key](raw) : typeof raw === "object" ? JSON.stringify(raw) : String(raw);
   return el(tag, typeof raw === "number" ? { class: "num" } : {}, text);
 }
@@ -158,35 +194,40 @@ async function lookup(id) {
     showStatus("");
     render(body, response.headers, roundTripMs);
   } else if (response.status === 401) {
-    if (token) {
-      forgetToken();
-      showStatus("The service refused the token, so this tab has forgotten it. Enter a valid token.", "error");
-      askForToken(id, "The token was refused.");
-    } else {
-      showStatus("This service needs an access token to show orders.", "warn");
-      askForToken(id, `Enter a token to look up ${id}.`);
-    }
+    if (tokenNeeded(token, id, "orders")) lookup(id); // a newer token came meanwhile
   } else if (response.status === 404) {
-    showStatus(`Order ${id} not found`, "warn");
+    showStatus(`Order ${id} not found: it is neither in the cache nor in PostgreSQL.`, "warn");
   } else if (response.status === 400) {
     showStatus(body?.error || "Bad request", "error");
+  } else if (response.status === 503) {
+    showStatus(`The service cannot answer now (HTTP 503${body?.error ? `: ${body.error}` : ""}). Try again shortly.`,
+      "error");
   } else {
     showStatus(`Unexpected response: HTTP ${response.status}${body?.error ? ` — ${body.error}` : ""}`, "error");
   }
 }
 
+function orderHash(id) {
+  return `#order=${encodeURIComponent(id)}`;
+}
+
 function idFromHash() {
+  let hash;
   try {
-    return decodeURIComponent(location.hash.slice(1)).trim();
+    hash = decodeURIComponent(location.hash.slice(1)).trim();
   } catch {
     return "";
   }
+  if (hash.startsWith("order=")) return hash.slice("order=".length).trim();
+  if (!hash || document.getElementById(hash)) return ""; // a section of the page, not an order
+  return hash;
 }
 
-function lookupFromHash() {
+function lookupFromHash(event) {
   const id = idFromHash();
   if (!id) return;
   input.value = id;
+  if (event) form.scrollIntoView({ block: "start" }); // a link further down the page opened it
   lookup(id);
 }
 
@@ -198,7 +239,7 @@ form.addEventListener("submit", (event) => {
     input.focus();
     return;
   }
-  const hash = `#${encodeURIComponent(id)}`;
+  const hash = orderHash(id);
   if (location.hash !== hash) location.hash = hash; // the hashchange listener runs the lookup
   else lookup(id);
 });
@@ -213,8 +254,10 @@ tokenForm.addEventListener("submit", (event) => {
   keepToken(token);
   tokenInput.value = "";
   tokenForm.hidden = true;
-  const id = waitingForToken || input.value.trim();
+  const id = waitingForToken;
   waitingForToken = "";
+  document.dispatchEvent(new CustomEvent(TOKEN_EVENT));
+  showStatus("");
   if (id) lookup(id);
   else input.focus();
 });
