@@ -54,10 +54,16 @@ async def admin_execute(url: str, statement: str) -> None:
         await conn.close()
 
 
+def hermetic(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a process of the service that reads no .env file (a developer's ./.env
+    must not change what a test or a benchmark runs), unless ``env`` names one."""
+    return {"ENV_FILE": "", **env}
+
+
 def orderstream_command(*args: str, env: Mapping[str, str], timeout: float = 60
                         ) -> subprocess.CompletedProcess[str]:
     """Run `python -m orderstream ARGS` (the faust CLI of the app) to completion."""
-    return subprocess.run([sys.executable, "-m", "orderstream", *args], env=dict(env),
+    return subprocess.run([sys.executable, "-m", "orderstream", *args], env=hermetic(env),
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
                           check=True)
 
@@ -76,7 +82,7 @@ class Worker:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Worker":
-        env = {**self.env, "HTTP_ADDR": f"127.0.0.1:{self.port}"}
+        env = {**hermetic(self.env), "HTTP_ADDR": f"127.0.0.1:{self.port}"}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "orderstream", "worker", "-l", "info"],

@@ -19,7 +19,7 @@ from faust.types import TopicT
 
 from . import agents, commands, kafka_security, kafka_watch, metrics, tables, views
 from .cache import RecentOrders, store_url
-from .config import ConfigError, Settings
+from .config import ConfigError, Settings, load_env_file
 from .logs import logging_config
 from .repo import OrderRepository
 from .republish import MAX_REQUEST_BYTES
@@ -33,7 +33,9 @@ BATCH_PRODUCER_MAX_BYTES = 1024 * 1024
 
 
 def load_settings() -> Settings:
-    """Read the settings, or stop with the message that names the bad variable."""
+    """Read the settings (the environment, then ./.env), or stop with the message that names
+    the bad variable."""
+    load_env_file()
     try:
         settings = Settings.from_env()
         kafka_security.check(settings)  # TLS/SASL combinations that cannot connect

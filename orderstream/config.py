@@ -1,4 +1,4 @@
-"""Settings read once from the environment; the only place that reads os.environ."""
+"""Settings read once from the environment (and ./.env); the only place that reads os.environ."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from dotenv import load_dotenv
 from yarl import URL
 
 from .pg_tls import TlsSettingError, asyncpg_arguments
@@ -16,6 +17,26 @@ T = TypeVar("T")
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+# The file of KEY=VALUE lines read into the environment at start; ENV_FILE names another one,
+# and ENV_FILE= (empty) none.
+ENV_FILE = ".env"
+
+
+def load_env_file(env: Mapping[str, str] | None = None) -> Path | None:
+    """Add the variables of the .env file to the environment, as the Go service (godotenv)
+    and docker compose do; a variable the environment sets already keeps its value.
+
+    The path comes from ``ENV_FILE`` (default ``./.env``, relative to the working directory);
+    a missing file is no error. Returns the file read, if any.
+    """
+    env = os.environ if env is None else env
+    name = env.get("ENV_FILE", ENV_FILE)
+    if not name or not Path(name).is_file():
+        return None
+    load_dotenv(name, override=False)
+    return Path(name)
 
 
 class ConfigError(ValueError):

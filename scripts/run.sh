@@ -6,6 +6,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/dotenv.sh
+load_env_file  # ./.env, under the environment: the workers read it too
 FAUST=.venv/bin/faust
 WORKERS=${WORKERS:-1}
 TOPIC=${KAFKA_TOPIC:-orders}

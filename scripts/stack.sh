@@ -14,6 +14,8 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCRIPTS=$REPO_ROOT/scripts
+source "$SCRIPTS/dotenv.sh"
+load_env_file  # ./.env of the working directory, under the environment
 STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO_ROOT/.stack}")
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
