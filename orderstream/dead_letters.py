@@ -38,7 +38,8 @@ PREVIEW_CHARS = 200
 # What of a header's text is shown (the x-error header is at most 4096 bytes).
 TEXT_CHARS = 4096
 LIST_LIMIT_MAX = 500
-# Seconds a read of the topic may take before Kafka counts as unavailable.
+# Seconds without an answer (opening, or a read that gets no message) before Kafka counts as
+# unavailable.
 READ_TIMEOUT = 20.0
 OFFSET_SYNTAX = re.compile(r"([0-9]{1,9}):([0-9]{1,19})", re.ASCII)
 # Unicode categories shown escaped: controls, format characters (bidi overrides, zero-width),
@@ -341,12 +342,14 @@ class DeadLetterTopic:
         deadline = loop.time() + READ_TIMEOUT
         while pending:
             if loop.time() > deadline:
-                raise KafkaUnavailable(f"reading {self.topic} took over {READ_TIMEOUT:.0f} s")
+                raise KafkaUnavailable(f"reading {self.topic}: no message for {READ_TIMEOUT:.0f} s")
             tps = [TopicPartition(self.topic, p) for p in pending]
             try:
                 batches = await consumer.getmany(*tps, timeout_ms=200)
             except KafkaError as exc:
                 raise KafkaUnavailable(f"reading {self.topic}: {exc}") from exc
+            if batches:
+                deadline = loop.time() + READ_TIMEOUT  # a long read is fine while it moves
             for tp, records in batches.items():
                 stop = pending[tp.partition][1]
                 for record in records:
