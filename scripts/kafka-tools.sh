@@ -29,6 +29,17 @@ command -v java >/dev/null ||
 compgen -G "$KAFKA_LIBS/kafka-tools-*.jar" >/dev/null ||
   die "Kafka's tools jar is not in $KAFKA_LIBS; run \`make setup\` (or scripts/stack.sh fetch) to fetch it"
 
+# A broker that does not answer would keep each tool retrying for a minute: say so at once.
+broker_reachable() {
+  local broker host port
+  for broker in ${BROKERS//,/ }; do
+    host=${broker%:*} port=${broker##*:}
+    host=${host#[} host=${host%]}
+    timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null && return 0
+  done
+  return 1
+}
+
 WORK=$(mktemp -d)
 chmod 700 "$WORK" # the client properties may hold the SASL password
 trap 'rm -rf "$WORK"' EXIT
@@ -105,32 +116,50 @@ tool_class() {
   esac
 }
 
-# Runs a tool ("$1", a name above) with the brokers and the client config; stderr loses the
-# clients' advertisement for the KIP-848 protocol, which says nothing about the answer.
+# Runs a tool ("$1", a name above) with the brokers and the client config.
 tool() {
   local class
   class=$(tool_class "$1") || die "unknown tool $1"
   shift
   java "${JAVA_OPTS[@]}" -cp "$KAFKA_LIBS/*" "$class" --bootstrap-server "$BROKERS" \
-    --command-config "$CONFIG" "$@" 2> >(grep -v -e 'KIP-848' -e '^Processed a total of' >&2)
+    --command-config "$CONFIG" "$@"
 }
 
-# "topic:partition:offset" lines, sorted by topic then partition number. $1: -1 end, -2 start.
+# Writes "topic:partition:offset" lines to $2 (sorted by topic, then partition number) and
+# the tool's complaints to $2.err. $1: -1 end offsets, -2 start offsets; the rest: filters.
 offsets() {
-  local time=$1
+  local time=$1 out=$2
+  shift 2
+  local rc=0
+  tool kafka-get-offsets --time "$time" "$@" 2>"$out.err" | sort -t: -k1,1 -k2,2n >"$out" || rc=$?
+  echo "$rc" >"$out.rc"
+}
+
+# Start and end offsets into $WORK/start and $WORK/end, in parallel: each is a JVM start (~1.5 s).
+# Fails with "what" named when no topic matches the filters.
+start_and_end_offsets() { # what, filters...
+  local what=$1 start_job file
   shift
-  tool kafka-get-offsets --time "$time" "$@" | sort -t: -k1,1 -k2,2n
+  offsets -2 "$WORK/start" "$@" &
+  start_job=$!
+  offsets -1 "$WORK/end" "$@"
+  wait "$start_job"
+  for file in "$WORK/end" "$WORK/start"; do
+    if [[ $(cat "$file.rc") == 0 ]]; then
+      cat "$file.err" >&2 # warnings, e.g. a broker of the list that does not resolve
+    elif grep -q 'Could not match any topic-partitions' "$file.err"; then
+      die "$what on $BROKERS"
+    else
+      grep -m1 '^Error' "$file.err" >&2 || cat "$file.err" >&2
+      die "could not read the offsets from $BROKERS"
+    fi
+  done
 }
 
 cmd_topics() {
   local filter=() pattern=${1:-}
   if [[ -n $pattern ]]; then filter=(--topic "$pattern"); else filter=(--exclude-internal-topics); fi
-  # Start and end offsets in parallel: each is a JVM start (~1.5 s).
-  offsets -2 "${filter[@]}" >"$WORK/start" &
-  local start_job=$!
-  offsets -1 "${filter[@]}" >"$WORK/end" || die "could not read the end offsets from $BROKERS"
-  wait "$start_job" || die "could not read the start offsets from $BROKERS"
-  [[ -s $WORK/end ]] || { echo "no topics${pattern:+ match $pattern} on $BROKERS"; return; }
+  start_and_end_offsets "no topic matches ${pattern:-anything}" "${filter[@]}"
   awk -F: 'NR == FNR { start[$1 ":" $2] = $3; next }
     FNR == 1 { printf "%-50s %9s %12s %12s\n", "TOPIC", "PARTITION", "START_OFFSET", "END_OFFSET" }
     { s = ($1 ":" $2) in start ? start[$1 ":" $2] : "-"
@@ -168,11 +197,7 @@ cmd_groups() {
 cmd_tail() {
   local topic=${1:-${KAFKA_TOPIC:-orders}} n=${2:-10}
   [[ $n =~ ^[1-9][0-9]*$ ]] || die "N=$n: expected a positive number of messages"
-  offsets -2 --topic "^${topic//./\\.}\$" >"$WORK/start" &
-  local start_job=$!
-  offsets -1 --topic "^${topic//./\\.}\$" >"$WORK/end" || die "could not read the offsets of $topic"
-  wait "$start_job" || die "could not read the offsets of $topic"
-  [[ -s $WORK/end ]] || die "topic $topic does not exist on $BROKERS"
+  start_and_end_offsets "topic $topic does not exist" --topic "^${topic//./\\.}\$"
   # The last N of each partition (fewer where it holds fewer); the newest N of them are shown.
   local count
   count=$(awk -F: -v n="$n" 'NR == FNR { start[$2] = $3; next }
@@ -191,12 +216,17 @@ cmd_tail() {
   # Fields apart by \x1f, records by \x1e: keys and values may hold tabs and line breaks.
   # --timeout-ms: offsets without a message (compaction, transaction markers) end the wait.
   tool kafka-console-consumer --topic "$topic" --group "$group" --max-messages "$count" \
-    --timeout-ms 5000 --consumer-property enable.auto.commit=false \
+    --timeout-ms 5000 --command-property enable.auto.commit=false \
     --formatter-property print.timestamp=true --formatter-property print.partition=true \
     --formatter-property print.offset=true --formatter-property print.headers=true \
     --formatter-property print.key=true --formatter-property key.separator=$'\x1f' \
     --formatter-property headers.separator=$'\x1d' --formatter-property line.separator=$'\x1e' \
-    >"$WORK/messages" || die "the console consumer failed on $topic"
+    >"$WORK/messages" 2>"$WORK/consumer.err" || {
+    cat "$WORK/consumer.err" >&2
+    die "the console consumer failed on $topic"
+  }
+  # Its count and its advertisement for the KIP-848 protocol say nothing here; the rest might.
+  grep -v -e 'KIP-848' -e '^Processed a total of' "$WORK/consumer.err" >&2 || true
   python3 - "$topic" "$n" "$WORK/messages" <<'PY'
 """Sorts the records read (each partition's last N) by time and prints the newest N, oldest first."""
 import datetime
@@ -234,6 +264,11 @@ for millis, partition, offset, kind, headers, key, value in newest:
     print(f"value:   {shown(value)}")
 PY
 }
+
+case ${1:-} in
+  topics | groups | tail | kafka-*)
+    broker_reachable || die "no Kafka broker answers at $BROKERS (KAFKA_BROKERS); the local one: \`make stack-up\`" ;;
+esac
 
 case ${1:-} in
   topics) write_client_config; cmd_topics "${2:-}" ;;
