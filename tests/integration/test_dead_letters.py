@@ -4,8 +4,7 @@ real worker, letters written by it (and one written as it would after a db_rejec
 from __future__ import annotations
 
 import subprocess
-from typing import Any, Callable, Optional
-from uuid import uuid4
+from typing import Any, Callable, Iterator, Optional
 
 import aiohttp
 import asyncpg
@@ -18,6 +17,7 @@ from openapi_core.testing import MockRequest, MockResponse
 from orderstream.order.partitioning import partition_of
 
 from harness import REPO_ROOT, Worker, eventually, orderstream_command
+from ..private_stack import PrivateStack
 
 PARTITIONS = 4  # pipeline_env's KAFKA_PARTITIONS
 TOKEN = "dead-letter-test-token"
@@ -311,3 +311,35 @@ async def test_bad_requests_get_clear_refusals(
     failed = dlq_fails(env, "list", "--all")
     assert failed.returncode == 2 and "options of replay" in failed.stderr
     assert "Traceback" not in worker.log()
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateStack]:
+    """A broker of this module's own whose SASL_SSL listener is the only one the test uses."""
+    stack = PrivateStack(tmp_path_factory.mktemp("secure-kafka"), secure=True)
+    stack.kafka_up()
+    yield stack
+    stack.down()
+
+
+async def test_list_and_replay_over_sasl_ssl(
+        secure_broker: PrivateStack, start_worker: Any, pipeline_env: dict[str, str],
+        http: aiohttp.ClientSession, openapi: OpenAPI) -> None:
+    secured = secure_broker.secure_env("SASL_SSL", "SCRAM-SHA-512")
+    env = {**pipeline_env, **secured}
+    api = Api(http, await start_worker(**secured), openapi)
+    orderstream_command("send", env["KAFKA_TOPIC"], "not json", env=env)
+    [letter] = (await wait_total(api, 1))["dead_letters"]
+    listed = orjson.loads(dlq(env, "list", "--json").stdout)
+    assert listed["dead_letters"] == [letter] and letter["preview"] == "not json"
+
+    replayed = dlq(env, "replay", "--offset", f"{letter['partition']}:{letter['offset']}")
+    assert replayed.stdout.splitlines()[-1] == "replayed 1 dead letter(s)"
+    [back, _] = (await wait_total(api, 2))["dead_letters"]
+    assert back["replayed_from"] == (
+        f"{env['KAFKA_TOPIC']}.dlq:{letter['partition']}:{letter['offset']}")
+    status, body = await api.replay({"offsets": [f"{back['partition']}:{back['offset']}"]})
+    assert status == 200 and body["count"] == 1
+    await wait_total(api, 3)
+    password = secure_broker.sasl_user[1]
+    assert password not in replayed.stdout + replayed.stderr
