@@ -15,26 +15,27 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /opt/venv
 
 WORKDIR /app
-COPY setup.cfg pyproject.toml README.md ./
+# The dependencies first, from the lock alone (`make lock`; the versions the tests ran with): this
+# layer is rebuilt only when requirements.lock changes, not on every change to the source. Every
+# locked package ships a manylinux wheel for CPython 3.11, so no compiler is needed here.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+
+# Then the package itself, without resolving anything again. setup.py copies web/, sql/ and
+# openapi.yaml into it (orderstream/_assets/), where orderstream/config.py finds them.
+COPY setup.py setup.cfg pyproject.toml MANIFEST.in README.md openapi.yaml ./
 COPY orderstream/ orderstream/
 COPY sql/ sql/
 COPY web/ web/
-COPY openapi.yaml ./
-# Every dependency ships a manylinux wheel for CPython 3.11, so no compiler is needed here.
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps .
 
-# ---- runtime: the venv, the SQL migrations, the static page and the API description; nothing else -
+# ---- runtime: the venv (the package, its dependencies and its files); nothing else -------------
 FROM ${PYTHON_IMAGE} AS runtime
 
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
-# The package lives in site-packages, so the defaults of these settings (next to the package)
-# would point there: point them at /app instead. DATA_DIR is the volume below.
-ENV WEB_DIR=/app/web \
-    SQL_DIR=/app/sql \
-    OPENAPI_FILE=/app/openapi.yaml \
+    PYTHONDONTWRITEBYTECODE=1 \
     DATA_DIR=/data
 
 RUN groupadd --system --gid 10001 app \
@@ -42,12 +43,8 @@ RUN groupadd --system --gid 10001 app \
  && mkdir -p /data \
  && chown app:app /data
 
+# Owned by root, so the service cannot change its code, migrations or page.
 COPY --from=build /opt/venv /opt/venv
-# The package itself lives in the venv; /app holds what it reads at run time (sql/, web/,
-# openapi.yaml), owned by root so the service cannot change it.
-COPY --from=build /app/sql /app/sql
-COPY --from=build /app/web /app/web
-COPY --from=build /app/openapi.yaml /app/openapi.yaml
 
 WORKDIR /app
 USER 10001:10001

@@ -8,18 +8,38 @@ N ?= 5
 INTERVAL ?= 0.5
 
 .PHONY: setup stack-up stack-down stack-status stack-logs migrate migrate-down run test test-unit producer clean \
-	up down logs docker-producer cache-off-up cache-on-up
+	up down logs docker-producer docker-migrate cache-off-up cache-on-up lock
 
 setup: $(STAMP)
 	@bash scripts/stack.sh fetch
 	@bash scripts/browser.sh
 
-# Reinstall only when the package metadata changes.
-$(STAMP): setup.cfg pyproject.toml
+# The lock (README "Dependencies and packaging"): every package pinned for Python 3.11 on Linux,
+# resolved from setup.cfg by `make lock`. requirements.lock is what the image installs,
+# requirements-test.lock adds the test extra: what the venv (and so CI) installs.
+LOCK := requirements.lock
+TEST_LOCK := requirements-test.lock
+UV_VERSION := 0.13.9
+UV_COMPILE = $(BIN)/uv pip compile setup.cfg --python-version 3.11 --python-platform linux \
+	--custom-compile-command 'make lock' --quiet
+
+# Reinstall only when the package metadata or the lock changes: the locked versions, then the
+# package itself (editable, nothing resolved again).
+$(STAMP): setup.cfg pyproject.toml setup.py $(LOCK) $(TEST_LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -r $(TEST_LOCK)
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $(STAMP)
+
+# Resolve the lock files again after a change to setup.cfg, keeping every pin that still fits
+# (LOCK_ARGS=--upgrade: the newest versions in range; LOCK_ARGS='-P aiohttp': that package's).
+# The image's lock takes the test lock's versions, so the image runs what the tests ran.
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	$(UV_COMPILE) --extra test $(LOCK_ARGS) -o $(TEST_LOCK)
+	$(UV_COMPILE) --constraints $(TEST_LOCK) -o $(LOCK)
 
 stack-up:
 	bash scripts/stack.sh up
@@ -58,17 +78,19 @@ groups:
 tail:
 	@bash scripts/kafka-tools.sh tail "$(TOPIC)" "$(if $(filter file,$(origin N)),10,$(N))"
 
-migrate: setup
+# migrate, migrate-down and producer need only the venv (no Java, no jars): they work against
+# any PostgreSQL and Kafka, the compose stack's included.
+migrate: $(STAMP)
 	$(BIN)/faust -A orderstream migrate
 
-migrate-down: setup
+migrate-down: $(STAMP)
 	$(BIN)/faust -A orderstream migrate --down
 
 # Stack up, schema migrated, worker running, demo orders published.
 run: setup stack-up migrate
 	bash scripts/run.sh
 
-producer: setup
+producer: $(STAMP)
 	$(BIN)/faust -A orderstream produce -n $(N) --interval $(INTERVAL)
 
 test: setup stack-up
@@ -111,6 +133,11 @@ logs:
 
 docker-producer:
 	N=$(N) INTERVAL=$(INTERVAL) docker compose run --rm producer
+
+# The compose stack's schema: `make up` applies it before the app starts; this applies what is
+# pending (after a `git pull`) without restarting anything.
+docker-migrate:
+	docker compose run --rm migrate
 
 # Recreate only the app with the cache off (every lookup reads PostgreSQL) or on again;
 # Kafka, PostgreSQL and their data stay as they are.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -37,6 +38,15 @@ def load_env_file(env: Mapping[str, str] | None = None) -> Path | None:
         return None
     load_dotenv(name, override=False)
     return Path(name)
+
+
+def asset(name: str) -> Path:
+    """web/, sql/ or openapi.yaml: the copy an installed package carries in orderstream/_assets/
+    (setup.py puts it there), else the file at the top of the checkout (an editable install)."""
+    packaged = resources.files(__package__ or "orderstream") / "_assets" / name
+    if isinstance(packaged, Path) and packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parent.parent / name
 
 
 class ConfigError(ValueError):
@@ -238,9 +248,9 @@ class Settings:
     kafka_ssl_keyfile: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
-    web_dir: Path = Path(__file__).resolve().parent.parent / "web"
-    sql_dir: Path = Path(__file__).resolve().parent.parent / "sql"
-    openapi_file: Path = Path(__file__).resolve().parent.parent / "openapi.yaml"
+    web_dir: Path = asset("web")
+    sql_dir: Path = asset("sql")
+    openapi_file: Path = asset("openapi.yaml")
 
     @property
     def dead_letter_topic(self) -> str:
