@@ -159,29 +159,36 @@ function drawDeadLetters(data) {
   const shown = new Set(letters.map(letterKey));
   for (const key of [...selected]) if (!shown.has(key)) selected.delete(key);
   selectionChanged();
+  // One card per letter (not a table row): error and payload get the width, on a phone too.
   redraw(byId("dead-letters-list"), letters, () => letters.length
-    ? table([["select / replay"], ["partition:offset"], ["time"], ["reason"], ["error"], ["order_uid"], ["source"], ["payload"]],
-      letters.map((letter) => {
-        const key = letterKey(letter);
-        const box = el("input", { type: "checkbox", class: "pick", "data-key": `pick-${key}`, "aria-label": `Select dead letter ${key}` });
-        box.checked = selected.has(key);
-        box.addEventListener("change", () => {
-          if (box.checked) selected.add(key);
-          else selected.delete(key);
-          selectionChanged();
-        });
-        const replay = el("button", { type: "button", class: "small", "data-key": `replay-${key}`, "aria-label": `Replay dead letter ${key}` }, "Replay");
-        replay.addEventListener("click", () => replayDeadLetters([key]));
-        const source = letter.source ? `${letter.source.topic} ${letter.source.partition}:${letter.source.offset}` : "—";
-        return el("tr", { "data-offset": key },
-          el("td", {}, el("div", { class: "actions" }, box, replay)), cell(key, { class: "num" }), cell(utcTime(letter.timestamp)),
-          el("td", {}, el("span", { class: "pill reason" }, letter.reason ?? "unknown")),
-          cell(letter.error ?? "—", { class: "error-text" }),
-          letter.order_uid ? el("td", {}, el("a", { href: orderHash(letter.order_uid), "data-key": `uid-${key}` }, el("code", {}, letter.order_uid)))
-            : cell("—", { class: "empty" }),
-          cell(letter.replayed_from ? `${source} (replayed from ${letter.replayed_from})` : source),
-          el("td", {}, preview(letter)));
-      }), "The newest dead letters")
+    ? el("ul", { class: "letters", "aria-label": "The newest dead letters" }, ...letters.map((letter) => {
+      const key = letterKey(letter);
+      const box = el("input", { type: "checkbox", class: "pick", id: `pick-${key}`, "data-key": `pick-${key}` });
+      box.checked = selected.has(key);
+      box.addEventListener("change", () => {
+        if (box.checked) selected.add(key);
+        else selected.delete(key);
+        selectionChanged();
+      });
+      const replay = el("button", { type: "button", class: "small", "data-key": `replay-${key}`,
+        "aria-label": `Replay dead letter ${key}` }, "Replay");
+      replay.addEventListener("click", () => replayDeadLetters([key]));
+      const source = letter.source ? `${letter.source.topic} ${letter.source.partition}:${letter.source.offset}` : "unknown";
+      const uid = letter.order_uid
+        ? el("a", { href: orderHash(letter.order_uid), "data-key": `uid-${key}` }, el("code", {}, letter.order_uid))
+        : el("span", { class: "empty" }, "none");
+      return el("li", { class: "letter", "data-offset": key },
+        el("div", { class: "letter-head" },
+          el("label", { class: "check", for: `pick-${key}` }, box,
+            el("span", { class: "visually-hidden" }, "Select dead letter "), el("span", { class: "num" }, key)),
+          replay, el("span", { class: "pill reason" }, letter.reason ?? "unknown"),
+          el("span", {}, utcTime(letter.timestamp)),
+          el("span", {}, `from ${source}`, letter.replayed_from ? ` (replayed from ${letter.replayed_from})` : ""),
+          el("span", {}, "order_uid ", uid)),
+        el("dl", { class: "letter-body" },
+          el("dt", {}, "error"), el("dd", { class: "error-text" }, letter.error ?? "—"),
+          el("dt", {}, "payload"), el("dd", {}, preview(letter))));
+    }))
     : el("p", { class: "empty" }, "No dead letter: every message was stored."));
 }
 
@@ -252,6 +259,7 @@ const SOURCES = {
     } },
 };
 
+const updated = {}; // source name -> the time of its last good answer
 let timer = 0;
 let polls = 0;
 let waitingForAuth = false;
@@ -264,7 +272,8 @@ async function refresh(name) {
   try {
     reply = await callApi(source.url());
   } catch (err) {
-    panelState(source.state, `${source.what}: cannot reach the service (${err.message}); retrying.`, "error");
+    const last = updated[name] ? ` showing the figures of ${clockTime(updated[name])} UTC;` : "";
+    panelState(source.state, `${source.what}: cannot reach the service (${err.message});${last} retrying.`, "error");
     byId(source.state).closest(".panel").classList.add("stale");
     return;
   }
@@ -272,7 +281,8 @@ async function refresh(name) {
   const panel = byId(source.state).closest(".panel");
   if (response.ok && body && typeof body === "object") {
     panel.classList.remove("stale");
-    source.draw(body, new Date());
+    updated[name] = new Date();
+    source.draw(body, updated[name]);
   } else if (response.status === 401) {
     panelState(source.state, `${source.what}: needs an access token (the form above).`, "warn");
     if (!tokenNeeded(token, "", "the pipeline, recent orders and dead letters")) waitingForAuth = true;

@@ -6,94 +6,28 @@ and no longer (a new browser session with the same profile does not have it, and
 in localStorage or a cookie); a refused token is forgotten with a clear message; and the page
 runs under its Content-Security-Policy without a single violation.
 
-Debian's chromium and chromium-driver (scripts/browser.sh, run by `make setup`); Selenium is
-pointed at them and downloads nothing.
+The browser: tests/browser.py (Debian's chromium and chromium-driver, nothing downloaded).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions as visible
-from selenium.webdriver.support.ui import WebDriverWait
 
 from harness import eventually
+from ..browser import Browser, browsers, csp_violations  # noqa: F401 (browsers: a fixture)
 
 pytestmark = pytest.mark.timeout(180)
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
 MODEL_UID = "b563feb7b2b84b6test"
 TOKEN = "page-token-4b7e19c2"
-WAIT = 20
-
-
-class Browser:
-    """One headless Chromium session on a profile directory (kept between sessions)."""
-
-    def __init__(self, profile: Path) -> None:
-        options = Options()
-        options.binary_location = str(CHROMIUM)
-        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", f"--user-data-dir={profile}"):
-            options.add_argument(argument)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        self.driver = webdriver.Chrome(options=options,
-                                       service=Service(executable_path=str(CHROMEDRIVER)))
-        self.console: list[str] = []
-        self.running = True
-
-    def wait_visible(self, element_id: str) -> Any:
-        return WebDriverWait(self.driver, WAIT).until(
-            visible.visibility_of_element_located((By.ID, element_id)))
-
-    def wait_text(self, element_id: str, text: str) -> None:
-        WebDriverWait(self.driver, WAIT).until(
-            visible.text_to_be_present_in_element((By.ID, element_id), text))
-
-    def shown(self, element_id: str) -> bool:
-        return bool(self.driver.find_element(By.ID, element_id).is_displayed())
-
-    def script(self, source: str) -> Any:
-        return self.driver.execute_script(source)
-
-    def collect_console(self) -> None:
-        self.console += [entry["message"] for entry in self.driver.get_log("browser")]
-
-    def quit(self) -> None:
-        if self.running:
-            self.running = False
-            self.collect_console()
-            self.driver.quit()
-
-
-@pytest.fixture
-def browsers(tmp_path: Path) -> Iterator[list[Browser]]:
-    """Sessions started by the test (quit at the end); all share one profile directory."""
-    for program in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(program, os.X_OK):
-            pytest.fail(f"{program} is missing: run `bash scripts/browser.sh` (make setup does)",
-                        pytrace=False)
-    started: list[Browser] = []
-    yield started
-    for browser in started:
-        browser.quit()
-
-
-def csp_violations(console: list[str]) -> list[str]:
-    return [line for line in console
-            if "Content Security Policy" in line or "Refused to" in line]
 
 
 def page_flow(url: str, profile: Path, browsers: list[Browser]) -> None:

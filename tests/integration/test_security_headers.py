@@ -62,6 +62,8 @@ async def test_every_answer_carries_the_security_headers(
         (request("/"), 200),
         (request("/static/app.js"), 200),
         (request("/static/style.css"), 200),
+        (request("/docs"), 200),
+        (request("/static/swagger-ui-bundle.js"), 200),
         (request(f"/order/{MODEL_UID}?nocache=1", headers=AUTH), 200),
         (request("/order/no-such-order", headers=AUTH), 404),
         (request("/order/not!valid", headers=AUTH), 400),
