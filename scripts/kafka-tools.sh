@@ -11,9 +11,12 @@
 #        service's KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
 #        KAFKA_SASL_PASSWORD, KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE (.env.example),
 #        turned into a client properties file (--command-config). STACK_DIR, KAFKA_LIBS as stack.sh.
+#        Each also from ./.env (ENV_FILE: another file; empty: none) where the environment has none.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO_ROOT/scripts/dotenv.sh"
+load_env_file # ./.env under the environment, as the worker reads it: the same brokers and group
 STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO_ROOT/.stack}")
 KAFKA_LIBS=$(realpath -m "${KAFKA_LIBS:-$STACK_DIR/kafka/libs}")
 BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}

@@ -44,10 +44,11 @@ async def make_ok(*args: str, env: Mapping[str, str]) -> str:
 
 @pytest.fixture
 def tools_env(kafka_brokers: str) -> dict[str, str]:
-    """The caller's environment without its Kafka settings, pointed at the shared broker."""
+    """The caller's environment without its Kafka settings (nor a ./.env), pointed at the
+    shared broker."""
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("KAFKA_", "MAKE", "MFLAGS"))}
-    return {**env, "KAFKA_BROKERS": kafka_brokers}
+    return {**env, "KAFKA_BROKERS": kafka_brokers, "ENV_FILE": ""}
 
 
 async def create_topic(brokers: str, topic: str, partitions: int) -> None:
