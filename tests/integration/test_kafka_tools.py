@@ -8,7 +8,10 @@ are JVMs (~1.5 s to start), so each test makes few calls.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import shutil
+import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -239,3 +242,37 @@ async def test_topics_over_the_services_security_settings(
     assert code == 0, f"{out}\n{err}"
     assert table_rows(out, topic) == [[topic, "0", "0", "0"], [topic, "1", "0", "0"]]
     assert secure_broker.sasl_user[1] not in out + err
+
+
+# --- the jars: an existing checkout gets the tools jar on its next `make setup` ---------------
+
+
+def test_fetch_adds_the_tools_jar_to_jars_fetched_before_and_keeps_the_others(
+        tmp_path: Path) -> None:
+    """A checkout whose jars were fetched before the pom named kafka-tools: `stack.sh fetch`
+    (what `make setup` runs) adds it, drops what the pom no longer names, and leaves every
+    jar that stays as the very file it was, so a broker running from them is not disturbed."""
+    shared = REPO_ROOT / ".stack" / "kafka" / "libs"
+    libs = tmp_path / "kafka" / "libs"
+    libs.mkdir(parents=True)
+    for jar in shared.glob("*.jar"):
+        if not jar.name.startswith("kafka-tools-"):
+            shutil.copy2(jar, libs / jar.name)
+    (libs / "obsolete-1.0.jar").write_bytes(b"PK")
+    (libs / ".fetched").write_text("the checksum of an older pom\n")
+    kept = {jar.name: jar.stat().st_ino for jar in libs.glob("*.jar")}
+
+    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "stack.sh"), "fetch"],
+                            env={**os.environ, "STACK_DIR": str(tmp_path), "ENV_FILE": ""},
+                            capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    names = {jar.name for jar in libs.glob("*.jar")}
+    assert {jar.name for jar in shared.glob("*.jar")} == names
+    assert "obsolete-1.0.jar" not in names
+    assert any(name.startswith("kafka-tools-") for name in names)
+    assert all(libs.joinpath(name).stat().st_ino == inode
+               for name, inode in kept.items() if name in names)
+    pom_sum = hashlib.sha256((REPO_ROOT / "scripts" / "kafka" / "pom.xml").read_bytes()).hexdigest()
+    assert (libs / ".fetched").read_text().strip() == pom_sum
+    assert not (tmp_path / "kafka" / "libs.new").exists()
