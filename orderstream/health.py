@@ -23,13 +23,15 @@ class Check:
     detail: str
 
 
-async def postgresql_check(app: OrderApp) -> Check:
+async def postgresql_check(app: OrderApp, timeout: float = PING_TIMEOUT) -> Check:
     try:
-        await asyncio.wait_for(app.repo.ping(), PING_TIMEOUT)
+        await asyncio.wait_for(app.repo.ping(), timeout)
     except (DatabaseUnavailable, asyncio.TimeoutError) as exc:
         # The kind of failure only: the driver's text can name hosts and ports, which an open
         # endpoint does not tell (the outage is in the log).
-        kind = type(exc.__cause__ or exc).__name__
+        # A timeout's cause is the cancelled ping (CancelledError), which says nothing.
+        cause = exc if isinstance(exc, asyncio.TimeoutError) else exc.__cause__ or exc
+        kind = type(cause).__name__
         return Check(False, f"PostgreSQL does not answer ({kind})")
     return Check(True, "answers")
 
@@ -60,11 +62,13 @@ def recovery_check(app: OrderApp) -> Check:
 HEALTHY = b'{"status":"ok"}'
 
 
-async def readiness(app: OrderApp) -> tuple[bool, dict[str, Any]]:
+async def readiness(app: OrderApp, ping_timeout: float = PING_TIMEOUT
+                    ) -> tuple[bool, dict[str, Any]]:
     """Ready when PostgreSQL and Kafka answer, the partitions are assigned and the cache is
     recovered; the body lists each check. A broker outage fails readiness, not liveness:
-    restarting cannot mend it."""
-    checks = {"postgresql": await postgresql_check(app),
+    restarting cannot mend it. ``ping_timeout`` bounds the wait for PostgreSQL (the pipeline
+    panel asks within its own deadline)."""
+    checks = {"postgresql": await postgresql_check(app, ping_timeout),
               "kafka": kafka_check(),
               "kafka_assignment": assignment_check(app),
               "table_recovery": recovery_check(app)}

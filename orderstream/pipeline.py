@@ -43,6 +43,9 @@ SAMPLE_INTERVAL = 1.0
 # Samples kept: the rates span the last five seconds.
 WINDOW = 6
 PEER_TIMEOUT = aiohttp.ClientTimeout(total=1.0)
+# A worker's own PostgreSQL check waits this long, so a database outage leaves it well within
+# the PEER_TIMEOUT of a worker asking (it says PostgreSQL does not answer, not that it is lost).
+PING_TIMEOUT = 0.5
 OFFSETS_TIMEOUT = 1.0
 RECENT_DEFAULT, RECENT_MAX = 20, 100
 _LIMIT = re.compile(r"[0-9]{1,3}")
@@ -156,7 +159,7 @@ class PipelineStatus:
     async def worker_block(self) -> dict[str, Any]:
         """This worker: readiness, partitions with their lag, rates, totals, cache."""
         app = self.app
-        is_ready, readiness = await health.readiness(app)
+        is_ready, readiness = await health.readiness(app, PING_TIMEOUT)
         topic = app.orders_topic.get_topic_name()
         offsets = [{"partition": tp.partition, "end_offset": end, "committed": committed,
                     "lag": max(end - committed, 0)}

@@ -252,3 +252,38 @@ async def test_either_of_two_workers_answers_for_both_and_a_lost_one_is_listed_u
         return body if done else None
     await eventually(alone, timeout=60, what="a owning every partition after b died")
     assert "Traceback" not in a.log()
+
+
+async def test_workers_whose_database_hangs_are_still_listed_reachable_and_answer_in_time(
+        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession) -> None:
+    """PostgreSQL accepts connections and never answers: each worker's own check gives up
+    before a peer's deadline, so the panel says the database is down, not that workers are."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up; never a byte back
+        writer.close()
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung_pg = f"postgres://postgres:postgres@127.0.0.1:{port}/orders?sslmode=disable"
+    try:
+        # With API_TOKENS set the start-up probe is answered before any database read.
+        a, b = await asyncio.gather(start_worker("a", PG_URL=hung_pg, API_TOKENS=TOKEN),
+                                    start_worker("b", PG_URL=hung_pg, API_TOKENS=TOKEN))
+
+        async def both_listed() -> Any:
+            started = time.monotonic()
+            body = await pipeline(http, a, token=TOKEN)
+            took = time.monotonic() - started
+            workers = body["workers"]
+            listed = [w["url"] for w in workers] == [a.url, b.url] and all(
+                w["partitions"] for w in workers)
+            return (body, took) if listed and all(w["reachable"] for w in workers) else None
+        body, took = await eventually(both_listed, timeout=90,
+                                      what="both workers listed and reachable")
+        assert took < 1.5, took
+        assert body["ready"] is False
+        for worker in body["workers"]:
+            assert worker["ready"] is False
+            assert worker["checks"]["postgresql"] == {
+                "ok": False, "detail": "PostgreSQL does not answer (TimeoutError)"}
+    finally:
+        server.close()
