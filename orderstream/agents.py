@@ -19,7 +19,7 @@ import faust
 import orjson
 from faust.types import EventT, StreamT
 
-from . import metrics
+from . import metrics, tracing
 from .cache.entry import encode_entry
 from .cache.updates import apply_cache_update, send_to_cache, warm_up_when_empty
 from .logs import event_position, order_context
@@ -233,14 +233,16 @@ def register(app: OrderApp) -> None:
             batches = cast(faust.Stream, stream).noack_take(settings.batch_size,  # not in StreamT
                                                             within=settings.batch_wait)
             async for events in batches:
+                span = tracing.start_batch(settings.kafka_topic, events)  # None: tracing off
                 try:
-                    batch = triage(events, partition_for=app.recent_orders.partition_for,
-                                   max_clock_skew=settings.max_clock_skew)
+                    with tracing.within(span, "validate"):
+                        batch = triage(events, partition_for=app.recent_orders.partition_for,
+                                       max_clock_skew=settings.max_clock_skew)
                 except Exception:
                     exit_unfinished("Unexpected error while validating a batch")
                 if writing is not None:
                     await run_to_completion(writing)
-                writing = asyncio.ensure_future(write_batch(app, stream, events, batch))
+                writing = tracing.run_in(span, write_batch(app, stream, events, batch))
         finally:
             # Stopping: finish the batch in hand (shutdown.py bounds how long that may take).
             if writing is not None and not writing.done():
@@ -263,12 +265,16 @@ async def write_batch(app: OrderApp, stream: StreamT[bytes], events: Sequence[Ev
     """Forward, store, dead-letter and cache one batch, then ack it; a bug ends the process."""
     try:
         metrics.orders_consumed.inc(len(events))
-        await forward_to_owner(app, batch.misplaced)
-        written, refused = await store_isolating_rejects(app, batch.accepted)
-        await dead_letter(app, [*batch.rejected, *(
-            Rejected(item.event, "db_rejected", "PostgreSQL refused the order",
-                     item.order.order_uid)
-            for item in refused)])
+        with tracing.step("forward", orders=len(batch.misplaced)):
+            await forward_to_owner(app, batch.misplaced)
+        with tracing.step("store", orders=len(batch.accepted)):
+            written, refused = await store_isolating_rejects(app, batch.accepted)
+            tracing.annotate(written=len(written), refused=len(refused))
+        with tracing.step("dead_letter", messages=len(batch.rejected) + len(refused)):
+            await dead_letter(app, [*batch.rejected, *(
+                Rejected(item.event, "db_rejected", "PostgreSQL refused the order",
+                         item.order.order_uid)
+                for item in refused)])
         stored = [item for item in batch.accepted if item.order.order_uid in written]
         superseded = len(batch.accepted) - len(refused) - len(stored)
         if superseded:
@@ -278,9 +284,10 @@ async def write_batch(app: OrderApp, stream: StreamT[bytes], events: Sequence[Ev
                         superseded)
             metrics.orders_superseded.inc(superseded)
         metrics.orders_stored.inc(len(stored))
-        await send_to_cache(app, [(item.partition, item.key,
-                                   encode_entry(item.event.message.offset, item.body))
-                                  for item in stored])
+        with tracing.step("cache", orders=len(stored)):
+            await send_to_cache(app, [(item.partition, item.key,
+                                       encode_entry(item.event.message.offset, item.body))
+                                      for item in stored])
     except Exception:
         exit_unfinished("Unexpected error while handling a batch")
     for event in events:

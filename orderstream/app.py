@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from faust.transport.consumer import Consumer
 from faust.types import TopicT
 
-from . import agents, commands, kafka_security, kafka_watch, metrics, tables, views
+from . import agents, commands, kafka_security, kafka_watch, metrics, tables, tracing, views
 from .cache import RecentOrders, store_url
 from .config import ConfigError, Settings, load_env_file
 from .logs import logging_config
@@ -167,11 +167,13 @@ class OrderApp(faust.App):
         await self.repo.close()
         if self._batch_producer is not None:
             await self._batch_producer.stop()
+        tracing.shutdown()  # export the last batch's spans
         await super().on_shutdown()
 
 
 def create_app(settings: Settings) -> OrderApp:
     """The app of ``settings``: topics, cache, agents, web routes, metrics and commands."""
+    tracing.setup(settings)  # OTEL_*: off by default, then nothing is installed
     app = OrderApp(settings)
     declare_topics(app, settings)
     app.on_rebalance_complete.connect(rewind_uncommitted_partitions)  # type: ignore[arg-type]

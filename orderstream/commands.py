@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NoReturn, Optional
 import click
 from faust.cli import AppCommand, argument, option
 
-from . import dead_letters
+from . import dead_letters, tracing
 from .migrations import migrate_database
 from .order import encode_order, random_orders
 
@@ -38,13 +38,18 @@ def register(app: OrderApp) -> None:
     async def produce(self: AppCommand, count: int, interval: float, seed: int | None) -> None:
         """Publish random valid orders to KAFKA_TOPIC, keyed by order_uid, printing their ids."""
         pending = []
-        for order in random_orders(seed, count):
-            pending.append(await app.orders_topic.send(
-                key=order.order_uid.encode(), value=encode_order(order)))
-            self.say(order.order_uid)
-            if interval:
-                await asyncio.sleep(interval)
-        await asyncio.gather(*pending)
+        topic = app.orders_topic.get_topic_name()
+        # With tracing on, one trace: a span for the run, one per message (its traceparent
+        # goes in the message's headers).
+        with tracing.step("produce", orders=count):
+            for order in random_orders(seed, count):
+                with tracing.producing(topic, order.order_uid) as headers:
+                    pending.append(await app.orders_topic.send(
+                        key=order.order_uid.encode(), value=encode_order(order), headers=headers))
+                self.say(order.order_uid)
+                if interval:
+                    await asyncio.sleep(interval)
+            await asyncio.gather(*pending)
         await app.producer.stop()
 
     @app.command(

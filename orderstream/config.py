@@ -200,6 +200,56 @@ def parse_sasl_mechanism(raw: str) -> str:
     return mechanism
 
 
+# OpenTelemetry (README "Tracing"): the standard variables, checked here like every setting.
+OTEL_EXPORTERS = ("otlp", "console")
+OTEL_SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
+                 "parentbased_always_off", "parentbased_traceidratio")
+
+
+def parse_otel_exporters(raw: str) -> tuple[str, ...]:
+    """OTEL_TRACES_EXPORTER: otlp, console, both (comma-separated) or none (tracing off)."""
+    names = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    if names == ("none",):
+        return ()
+    if not names or not set(names) <= set(OTEL_EXPORTERS):
+        raise ValueError("Expected otlp, console, otlp,console or none.")
+    return names
+
+
+def parse_otel_sampler(raw: str) -> str:
+    sampler = raw.strip().lower()
+    if sampler not in OTEL_SAMPLERS:
+        raise ValueError(f"Expected one of {', '.join(OTEL_SAMPLERS)}.")
+    return sampler
+
+
+def parse_ratio(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("Not a valid number.") from None
+    if not 0 <= value <= 1:
+        raise ValueError("Expected a sampling ratio from 0 to 1.")
+    return value
+
+
+def parse_otlp_endpoint(raw: str) -> str:
+    try:
+        url = URL(raw.strip())
+        url.port  # a port that is no number raises here
+    except ValueError:
+        url = URL()
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError("Expected an http:// or https:// URL, e.g. http://localhost:4318.")
+    return raw.strip()
+
+
+def parse_otlp_protocol(raw: str) -> str:
+    if raw.strip() != "http/protobuf":
+        raise ValueError("Only http/protobuf is supported (OTLP over HTTP, port 4318).")
+    return raw.strip()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service can be told, with the Go service's names and defaults."""
@@ -248,6 +298,15 @@ class Settings:
     kafka_ssl_keyfile: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
+    # Tracing (orderstream/tracing.py): off unless OTEL_TRACES_EXPORTER names an exporter.
+    # The OTLP exporter reads its other OTEL_EXPORTER_OTLP_* variables itself.
+    otel_traces_exporter: tuple[str, ...] = ()
+    otel_service_name: str = "orderstream"
+    otel_traces_sampler: str = "parentbased_always_on"
+    otel_traces_sampler_arg: float = 1.0
+    otel_exporter_otlp_endpoint: str = ""
+    otel_exporter_otlp_protocol: str = "http/protobuf"
+    otel_sdk_disabled: bool = False
     web_dir: Path = asset("web")
     sql_dir: Path = asset("sql")
     openapi_file: Path = asset("openapi.yaml")
@@ -321,6 +380,13 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "kafka_ssl_keyfile": str,
     "log_level": parse_log_level,
     "log_format": parse_log_format,
+    "otel_traces_exporter": parse_otel_exporters,
+    "otel_service_name": str,
+    "otel_traces_sampler": parse_otel_sampler,
+    "otel_traces_sampler_arg": parse_ratio,
+    "otel_exporter_otlp_endpoint": parse_otlp_endpoint,
+    "otel_exporter_otlp_protocol": parse_otlp_protocol,
+    "otel_sdk_disabled": parse_bool,
     "web_dir": Path,
     "sql_dir": Path,
     "openapi_file": Path,

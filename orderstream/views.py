@@ -19,7 +19,7 @@ from faust.web import Request, Response, View
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
 
-from . import auth, health, metrics, webserver
+from . import auth, health, metrics, tracing, webserver
 from . import pipeline
 from . import dead_letter_api
 from .cache.routing import AUTHORIZATION, FORWARDED_HEADER, Owners, ask_owner
@@ -194,11 +194,12 @@ def register(app: OrderApp) -> None:
         app.page(path)(page)
     driver = cast(AiohttpWeb, app.web)
     router = driver.web_app.router
-    router.add_get(ORDER_ROUTE, lookups.get_order)
+    router.add_get(ORDER_ROUTE, tracing.traced_lookup(lookups.get_order))  # itself when off
     router.add_get("/order/", lookups.order_uid_missing)
     router.add_get("/order", lookups.order_uid_missing)
     pipeline.register(app, router)  # /api/pipeline, /api/orders/recent
     dead_letter_api.register(app, router)  # /api/dead-letters, /api/dead-letters/replay
+    tracing.instrument_web(driver.web_app)  # with tracing on, a span per request
     webserver.install(driver, app.settings, before_start=lambda router: finish_routes(
         app, router, lookups.api_tokens))
 

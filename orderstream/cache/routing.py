@@ -10,6 +10,8 @@ import faust
 from aiohttp import web as aioweb
 from yarl import URL
 
+from .. import tracing
+
 if TYPE_CHECKING:
     from ..app import OrderApp
 
@@ -69,6 +71,7 @@ async def ask_owner(app: OrderApp, owner: URL,
     headers = {FORWARDED_HEADER: "1"}
     if (authorization := request.headers.get(AUTHORIZATION)) is not None:
         headers[AUTHORIZATION] = authorization
+    tracing.inject(headers)  # the owner's span continues this lookup's trace
     try:
         async with app.http_client.get(target, headers=headers, timeout=FORWARD_TIMEOUT
                                        ) as reply:
