@@ -72,7 +72,7 @@ for (const node of document.querySelectorAll("body *")) {
   const [hi, lo] = [luminance(fg), luminance(background(node))].sort((x, y) => y - x);
   seen.push({ tag: node.tagName.toLowerCase(), id: node.id, cls: node.className,
               text: (placeholder ? node.placeholder : node.textContent).trim().slice(0, 30),
-              color: style.color, background: getComputedStyle(node).backgroundColor,
+              color: fg, background: background(node),
               ratio: (hi + 0.05) / (lo + 0.05) });
 }
 return seen;
@@ -99,11 +99,15 @@ class Screens:
         print(f"screenshot: {path}")
 
 
-def low_contrast(browser: Browser) -> list[dict[str, Any]]:
-    """The texts of the page now shown under 4.5:1 (WCAG AA for normal text)."""
+def low_contrast(browser: Browser) -> list[str]:
+    """The texts of the page now shown under 4.5:1 (WCAG AA for normal text), one line each."""
     texts = browser.script(CONTRAST_SCRIPT)
     assert len(texts) > 50, texts  # the check saw the page, not an empty one
-    return [text for text in texts if text["ratio"] < 4.5]
+    def rgb(colour: dict[str, float]) -> str:
+        return "#" + "".join(f"{round(colour[c]):02x}" for c in "rgb")
+    return sorted({f"{text['ratio']:.2f}: {text['tag']}.{text['cls']} {text['text']!r} "
+                   f"{rgb(text['color'])} on {rgb(text['background'])}"
+                   for text in texts if text["ratio"] < 4.5})
 
 
 def wait_until(browser: Browser, what: str, check: Any, timeout: float = LIVE) -> Any:
@@ -242,12 +246,12 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     field.clear()
     field.send_keys(MODEL_UID, Keys.ENTER)
     page.wait_text("result", "Test Testov")
-    assert not low_contrast(page), low_contrast(page)
+    assert not low_contrast(page), "\n".join(low_contrast(page))
     # At a phone's width the page does not scroll sideways (wide tables scroll in their box).
     driver.set_window_size(390, 844)
     wait_until(page, "no sideways scroll at 390 px", lambda: page.script(
         "return document.documentElement.scrollWidth <= window.innerWidth"))
-    assert not low_contrast(page), low_contrast(page)
+    assert not low_contrast(page), "\n".join(low_contrast(page))
     screens.save(page, "phone", "pipeline")
     driver.set_window_size(1280, 900)
 
@@ -325,6 +329,7 @@ def docs_flow(url: str, profile: Path, browsers: list[Browser], screens: Screens
     documented = set(yaml.safe_load((REPO_ROOT / "openapi.yaml").read_text())["paths"])
     assert paths == documented, (paths ^ documented)
     assert "One order, from the cache when it has it" in driver.find_element(By.ID, "swagger-ui").text
+    assert not low_contrast(page), "\n".join(low_contrast(page))  # swagger-ui's colours, darkened in docs.css
     screens.save(page, "docs")
 
     # "Try it out" calls this worker (not the server openapi.yaml names) within connect-src 'self'.
@@ -336,6 +341,7 @@ def docs_flow(url: str, profile: Path, browsers: list[Browser], screens: Screens
     health.find_element(By.CSS_SELECTOR, ".execute").click()
     wait_until(page, "the live answer", lambda: '"status": "ok"' in health.text
                or '"status":"ok"' in health.text)
+    assert not low_contrast(page), "\n".join(low_contrast(page))
     screens.save(page, "docs-try-it-out", health)
 
     # Nothing came from anywhere else, and the CSP refused nothing.
