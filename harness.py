@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Awaitable, Callable, Mapping, Optional, TypeVar
 
 import aiohttp
+import aiohttp.web
 import asyncpg
 
 from orderstream.order import Order
@@ -175,3 +176,50 @@ async def store_one(conn: asyncpg.Connection, o: Order) -> None:
             await conn.execute(INSERT_ITEM, o.order_uid, position, i.chrt_id, i.track_number,
                                i.price, i.rid, i.name, i.sale, i.size, i.total_price, i.nm_id,
                                i.brand, i.status)
+
+
+# --- an OTLP/HTTP receiver: where a worker with OTEL_TRACES_EXPORTER=otlp sends its spans ---
+
+
+class OtlpSink:
+    """A collector's OTLP/HTTP trace endpoint on the loopback (POST /v1/traces, protobuf):
+    keeps each span's name and attributes, answers 200. ``endpoint`` is the worker's
+    OTEL_EXPORTER_OTLP_ENDPOINT."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, dict[str, object]]] = []
+        self.requests = 0
+        self.port = free_port()
+        self._runner: Optional[aiohttp.web.AppRunner] = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def _receive(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        from google.protobuf.json_format import MessageToDict
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest, ExportTraceServiceResponse)
+
+        export = ExportTraceServiceRequest.FromString(await request.read())
+        self.requests += 1
+        for resource_spans in export.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    attributes = {item["key"]: next(iter(item.get("value", {}).values()), None)
+                                  for item in MessageToDict(span).get("attributes", [])}
+                    self.spans.append((span.name, attributes))
+        return aiohttp.web.Response(body=ExportTraceServiceResponse().SerializeToString(),
+                                    content_type="application/x-protobuf")
+
+    async def __aenter__(self) -> "OtlpSink":
+        app = aiohttp.web.Application()
+        app.router.add_post("/v1/traces", self._receive)
+        self._runner = aiohttp.web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -28,7 +28,7 @@ from orderstream import tracing
 from orderstream.order import encode_order, random_orders
 from orderstream.repo import OrderRepository
 
-from harness import REPO_ROOT, Worker, eventually, hermetic, orderstream_command
+from harness import REPO_ROOT, OtlpSink, eventually, hermetic, orderstream_command
 from .test_pipeline import served_from, wait_stored
 
 # version 00, trace id, parent span id, flags (sampled; 03 also says the trace id is random)
@@ -192,6 +192,49 @@ def test_bad_otel_value_stops_start_up_naming_it(pipeline_env: dict[str, str], n
     assert "Traceback" not in result.stderr
 
 
+async def test_otlp_exporter_sends_spans_to_the_endpoint(
+        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession,
+        producer: AIOKafkaProducer) -> None:
+    async with OtlpSink() as sink:
+        worker = await start_worker(
+            OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="100")
+        (order,) = list(random_orders(11, 1))
+        # An order from a producer that traces nothing: the batch span starts its own trace.
+        await producer.send_and_wait(pipeline_env["KAFKA_TOPIC"], encode_order(order),
+                                     key=order.order_uid.encode())
+        await eventually(lambda: served_from(http, worker, order.order_uid, "cache"),
+                         what="the order served from the cache")
+
+        async def exported() -> Any:
+            names = {name for name, _ in sink.spans}
+            return f"process {pipeline_env['KAFKA_TOPIC']}" in names and [
+                attributes for name, attributes in sink.spans
+                if name == "GET /order/{order_uid}"
+                and attributes.get("orderstream.order_uid") == order.order_uid
+                and attributes.get("orderstream.source") == "cache"]
+        (lookup, *_) = await eventually(exported, what="the batch and cache hit spans at the sink")
+        assert lookup["http.route"] == "/order/{order_uid}"
+        assert {"store", "cache", "validate"} <= {name for name, _ in sink.spans}
+        assert worker.stop() == 0
+
+
+async def test_sampler_always_off_exports_nothing(
+        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession,
+        producer: AIOKafkaProducer) -> None:
+    async with OtlpSink() as sink:
+        worker = await start_worker(
+            OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+            OTEL_TRACES_SAMPLER="always_off", OTEL_BSP_SCHEDULE_DELAY="100")
+        (order,) = list(random_orders(12, 1))
+        await producer.send_and_wait(pipeline_env["KAFKA_TOPIC"], encode_order(order),
+                                     key=order.order_uid.encode())
+        await eventually(lambda: served_from(http, worker, order.order_uid, "cache"),
+                         what="the order served from the cache")
+        assert worker.stop() == 0  # a stopping worker exports what it has: nothing
+        assert sink.spans == [] and sink.requests == 0
+
+
 # --- in-process, with the SDK's in-memory exporter ----------------------------------------
 
 
@@ -279,22 +322,6 @@ async def test_asyncpg_statements_are_spans_under_the_current_one(
     assert "orders" in str(under_store[0].attributes.get("db.statement")
                            or under_store[0].attributes.get("db.query.text"))
     assert store.attributes == {"orderstream.orders": 1}
-
-
-def test_helpers_do_nothing_when_off() -> None:
-    assert not tracing.enabled()
-    assert tracing.start_batch("orders", []) is None
-    with tracing.producing("orders", "uid") as headers:
-        assert headers is None
-    with tracing.step("store", orders=1) as nothing:
-        assert nothing is None
-    headers_out: dict[str, str] = {}
-    tracing.inject(headers_out)
-    assert headers_out == {}
-
-    async def handler(request: Any) -> Any:
-        return None
-    assert tracing.traced_lookup(handler) is handler
 
 
 def finished_by_name(exporter: InMemorySpanExporter) -> dict[str, ReadableSpan]:
