@@ -197,7 +197,6 @@ class OtlpSink:
         return f"http://127.0.0.1:{self.port}"
 
     async def _receive(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
-        from google.protobuf.json_format import MessageToDict
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest, ExportTraceServiceResponse)
 
@@ -206,8 +205,9 @@ class OtlpSink:
         for resource_spans in export.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    attributes = {item["key"]: next(iter(item.get("value", {}).values()), None)
-                                  for item in MessageToDict(span).get("attributes", [])}
+                    attributes = {item.key: getattr(item.value, item.value.WhichOneof("value")
+                                                    or "string_value")
+                                  for item in span.attributes}
                     self.spans.append((span.name, attributes))
         return aiohttp.web.Response(body=ExportTraceServiceResponse().SerializeToString(),
                                     content_type="application/x-protobuf")

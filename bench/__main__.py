@@ -11,17 +11,18 @@ from typing import Awaitable, Callable, Sequence
 from orderstream.app import load_settings
 
 from . import chart
-from .parts import ingest, lookup, memory, restart, soak
+from .parts import ingest, lookup, memory, restart, soak, tracing
 from .lab import Lab
 from .report import DEFAULT_RESULTS_DIR, Report
 
 # In the order `all` runs them: ingest leaves a database of the N orders that the others reuse.
 STACK_PARTS: dict[str, Callable[[Lab, argparse.Namespace], Awaitable[Report]]] = {
     "ingest": ingest.run, "lookup": lookup.run, "restart": restart.run, "memory": memory.run,
-    "soak": soak.run}
+    "soak": soak.run, "tracing": tracing.run}
 PARTS = (*STACK_PARTS, "chart")
-# Minutes long and measuring something else (memory over time): run by name, not by `all`.
-NOT_IN_ALL = ("soak",)
+# Minutes long and measuring something else (memory over time; tracing's cost, four more
+# workers): run by name, not by `all`.
+NOT_IN_ALL = ("soak", "tracing")
 
 
 def connection_counts(text: str) -> tuple[int, ...]:
@@ -45,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m bench", description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("parts", nargs="+", choices=[*PARTS, "all"], metavar="part",
-                   help=f"one or more of {', '.join(PARTS)}, or all (every part but soak)")
+                   help=f"one or more of {', '.join(PARTS)}, or all (every part but soak and tracing)")
     p.add_argument("--orders", type=positive(int), default=100_000,
                    help="orders generated, produced, stored and cached")
     p.add_argument("--partitions", type=positive(int), default=4, help="KAFKA_PARTITIONS")

@@ -120,3 +120,25 @@ async def test_soak_records_memory_files_and_disk_over_time(
         assert_positive("soak.sample", sample, "rss_bytes", "open_files")
     assert_positive("soak", soak, "rss_max_bytes", "data_max_bytes", "open_files_max")
     assert (tmp_path / soak["png"]).read_bytes().startswith(b"\x89PNG")
+
+
+async def test_tracing_part_records_both_modes(
+        tmp_path: Path, pg_server: str, kafka_brokers: str) -> None:
+    """`bench tracing` at a tiny size (not part of `all`): ingest and lookups, off and on."""
+    command = [sys.executable, "-m", "bench", "tracing", "--orders", "100", "--partitions", "2",
+               "--duration", "0.5", "--connections", "1", "--timeout", "60",
+               "--results-dir", str(tmp_path)]
+    env = {**os.environ, "PG_URL": pg_server, "KAFKA_BROKERS": kafka_brokers}
+    done = await asyncio.to_thread(subprocess.run, command, cwd=REPO_ROOT, env=env,
+                                   capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    [found] = tmp_path.glob("????-??-??-tracing.json")
+    result = orjson.loads(found.read_bytes())["results"]
+    for mode in ("off", "on"):
+        assert len(result["runs"][mode]) == 2
+        best = result["best"][mode]
+        assert_positive(f"tracing.{mode}", best, "ingest_orders_per_s")
+        assert_positive(f"tracing.{mode}.lookups", best["lookups"]["1"], *LOAD_KEYS)
+        assert best["lookups"]["1"]["non_2xx"] == 0
+    assert result["spans_exported"] > 0  # the on runs' batches and lookups
+    assert_positive("tracing.off_helpers", result["off_helpers"], "ns_per_batch")
