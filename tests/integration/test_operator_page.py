@@ -3,7 +3,8 @@
 What an operator relies on: the page asks once for the token (API_TOKENS set) and then shows
 the live pipeline; a typed id renders that order with where it came from and how long it
 took, an unknown id says so; orders produced to Kafka move the live counters and appear
-among the recent orders, whose links open the lookup (in this tab and in a new one); a bad
+among the recent orders, whose links open the lookup (in this tab and in a new one; the tab
+left in the background stops polling until it is shown again); a bad
 message appears among the dead letters, shown as text, and Replay republishes it unchanged
 to the orders topic with its origin in a header (it is still bad, so it comes back to the
 DLQ marked as replayed); when the worker goes away the panel says so. Every text on the page
@@ -76,6 +77,22 @@ for (const node of document.querySelectorAll("body *")) {
               ratio: (hi + 0.05) / (lo + 0.05) });
 }
 return seen;
+"""
+
+
+# The tab's visibility changes, and the start of every GET /api/pipeline (performance.now() ms).
+RECORD_VISIBILITY = """
+performance.setResourceTimingBufferSize(100000);
+window.visibilityChanges = [];
+document.addEventListener("visibilitychange",
+  () => window.visibilityChanges.push([document.visibilityState, performance.now()]));
+"""
+VISIBILITY_AND_POLLS = """
+const hidden = window.visibilityChanges.find(([state]) => state === "hidden");
+const shown = window.visibilityChanges.find(([state, at]) => state === "visible" && hidden && at > hidden[1]);
+const polls = performance.getEntriesByType("resource")
+  .filter((entry) => new URL(entry.name).pathname === "/api/pipeline").map((entry) => entry.startTime);
+return [[hidden ? hidden[1] : null, shown ? shown[1] : null], polls];
 """
 
 
@@ -198,14 +215,26 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     assert driver.find_element(By.ID, "order-id").get_attribute("value") == uid
     screens.save(page, "recent-order-opened", "lookup")
     # ... and in a new tab, which asks for its own token first (the token is kept per tab).
+    page.script(RECORD_VISIBILITY)
     first_tab = driver.current_window_handle
     driver.switch_to.new_window("tab")
     driver.get(href)
     page.wait_visible("token-form")
     driver.switch_to.active_element.send_keys(TOKEN, Keys.ENTER)
     page.wait_text("result", uid)
+    # Two polls of its own, so the first tab has been hidden for longer than a poll's interval.
+    page.wait_text("pipeline-state", "Live", timeout=LIVE)
+    first_poll = page.text("pipeline-state")
+    wait_until(page, "the new tab's next poll", lambda: page.text("pipeline-state") != first_poll)
     driver.close()
     driver.switch_to.window(first_tab)
+    # The hidden tab did not poll; shown again, it polls at once.
+    (hidden_at, shown_at), started = page.script(VISIBILITY_AND_POLLS)
+    assert shown_at - hidden_at > 2000, (hidden_at, shown_at)
+    # (50 ms either side: a request in flight as it hid; the page's own listener runs first)
+    assert not [t for t in started if hidden_at + 50 < t < shown_at - 50], (hidden_at, shown_at, started)
+    wait_until(page, "polling again once shown", lambda: any(
+        t >= shown_at - 50 for t in page.script(VISIBILITY_AND_POLLS)[1]), timeout=5)
 
     # A bad message appears among the dead letters, as text.
     source_offset = send_bad()
@@ -230,7 +259,7 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     replay = driver.find_element(By.ID, "replay-selected")
     wait_until(page, "the Replay button counting the selection",
                lambda: replay.text == "Replay 1 selected" and replay.is_enabled())
-    replay.click()
+    replay.send_keys(Keys.ENTER)
     page.wait_text("replay-result", "Replayed 1 dead letter")
     report = page.text("replay-result")
     moved = re.search(rf"{re.escape(key)} → (\S+) partition (\d+) offset (\d+)", report)
