@@ -115,6 +115,7 @@ def test_app_environment_is_a_valid_configuration(services: dict[str, Any]) -> N
     assert settings.pg_url.startswith("postgres://postgres:postgres@postgres:5432/orders")
     assert settings.cache_enabled is True
     assert str(settings.data_dir) == "/data"
+    assert settings.otel_traces_exporter == ()  # tracing off unless the shell turns it on
     # Left empty: the package's own copies (orderstream/_assets/ in the image's site-packages).
     for name in ("WEB_DIR", "SQL_DIR", "OPENAPI_FILE"):
         assert env[name] == "", f"{name}={env[name]!r}: the image has no such path"
