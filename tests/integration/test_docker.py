@@ -22,6 +22,7 @@ import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from orderstream.config import Settings
 
@@ -361,7 +362,7 @@ def test_dockerfile_runtime_gets_only_the_venv() -> None:
 
 def pins(path: Path) -> dict[str, str]:
     """{canonical name: version} of a lock file; every requirement in it is pinned with ==."""
-    result = {}
+    result: dict[str, str] = {}
     for line in path.read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -428,7 +429,7 @@ def test_venv_has_the_test_lock_installed() -> None:
             installed = metadata.version(name)
         except metadata.PackageNotFoundError:
             installed = "missing"
-        if canonicalize_name(installed) != canonicalize_name(version) and installed != version:
+        if installed == "missing" or Version(installed) != Version(version):
             wrong[name] = f"locked {version}, installed {installed}"
     assert wrong == {}, "the venv differs from requirements-test.lock (run `make setup`)"
 
