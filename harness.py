@@ -183,12 +183,15 @@ async def store_one(conn: asyncpg.Connection, o: Order) -> None:
 
 class OtlpSink:
     """A collector's OTLP/HTTP trace endpoint on the loopback (POST /v1/traces, protobuf):
-    keeps each span's name and attributes, answers 200. ``endpoint`` is the worker's
+    keeps each span's name and attributes (unless ``parse`` is false: then only the requests
+    and bytes are counted), answers 200. ``endpoint`` is the worker's
     OTEL_EXPORTER_OTLP_ENDPOINT."""
 
-    def __init__(self) -> None:
+    def __init__(self, parse: bool = True) -> None:
+        self.parse = parse
         self.spans: list[tuple[str, dict[str, object]]] = []
         self.requests = 0
+        self.bytes = 0
         self.port = free_port()
         self._runner: Optional[aiohttp.web.AppRunner] = None
 
@@ -200,8 +203,12 @@ class OtlpSink:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest, ExportTraceServiceResponse)
 
-        export = ExportTraceServiceRequest.FromString(await request.read())
+        body = await request.read()
         self.requests += 1
+        self.bytes += len(body)
+        if not self.parse:
+            return aiohttp.web.Response(body=b"", content_type="application/x-protobuf")
+        export = ExportTraceServiceRequest.FromString(body)
         for resource_spans in export.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
