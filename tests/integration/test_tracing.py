@@ -155,6 +155,43 @@ async def test_produced_order_is_traced_from_producer_to_lookup(
     assert all(span["context"]["span_id"] for span in by_id.values())
 
 
+async def test_forwarded_lookup_continues_the_trace_on_the_owner(
+        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession,
+        producer: AIOKafkaProducer) -> None:
+    first = await start_worker(**CONSOLE)
+    second = await start_worker(**CONSOLE)
+    orders = list(random_orders(21, 8))
+    for order in orders:
+        await producer.send(pipeline_env["KAFKA_TOPIC"], encode_order(order),
+                            key=order.order_uid.encode())
+    await producer.flush()
+    await wait_stored(pipeline_env["PG_URL"], {order.order_uid for order in orders})
+
+    async def forwarded() -> Any:
+        """An order the second worker serves from its cache when the first is asked."""
+        for order in orders:
+            async with http.get(f"{first.url}/order/{order.order_uid}") as reply:
+                if (reply.status == 200 and reply.headers.get("X-Served-By") == second.url
+                        and reply.headers.get("X-Source") == "cache"):
+                    return order.order_uid
+        return None
+    uid = await eventually(forwarded, timeout=60, what="a lookup forwarded to its owner")
+
+    def lookup_spans(worker: Any) -> list[dict[str, Any]]:
+        return [span for span in spans_in(worker.log()) if span["name"] == "GET /order/{order_uid}"
+                and span["attributes"].get("orderstream.order_uid") == uid]
+
+    async def joined() -> Any:
+        asked = {hex_id(span["context"]["span_id"]): span for span in lookup_spans(first)}
+        return [(asked[hex_id(span["parent_id"])], span) for span in lookup_spans(second)
+                if span["parent_id"] and hex_id(span["parent_id"]) in asked
+                and span["attributes"]["orderstream.source"] == "cache"]
+    ((asked, owner), *_) = await eventually(joined, what="the owner's span under the asker's")
+    assert asked["context"]["trace_id"] == owner["context"]["trace_id"]
+    assert owner["kind"] == asked["kind"] == "SpanKind.SERVER"
+    assert asked["attributes"]["orderstream.source"] == "cache"  # the owner's X-Source
+
+
 async def test_tracing_off_by_default_no_header_no_span(
         start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession,
         kafka_brokers: str) -> None:
