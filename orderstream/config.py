@@ -299,7 +299,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     # Tracing (orderstream/tracing.py): off unless OTEL_TRACES_EXPORTER names an exporter.
-    # The OTLP exporter reads its other OTEL_EXPORTER_OTLP_* variables itself.
+    # The OTLP endpoint and protocol are checked here; the exporter reads them, and its other
+    # OTEL_EXPORTER_OTLP_* variables, from the environment itself (.env included).
     otel_traces_exporter: tuple[str, ...] = ()
     otel_service_name: str = "orderstream"
     otel_traces_sampler: str = "parentbased_always_on"
