@@ -13,9 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable, Mapping, Optional, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import aiohttp.web
@@ -27,11 +28,16 @@ T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parent
 
 
-async def eventually(check: Callable[[], Awaitable[Optional[T]]], *, timeout: float = 30.0,
-                     interval: float = 0.1, what: str = "condition") -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
     """Poll ``check`` until it returns something truthy; fail with its last answer at the deadline."""
     deadline = time.monotonic() + timeout
-    last: Optional[T] = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
@@ -61,12 +67,19 @@ def hermetic(env: Mapping[str, str]) -> dict[str, str]:
     return {"ENV_FILE": "", **env}
 
 
-def orderstream_command(*args: str, env: Mapping[str, str], timeout: float = 60
-                        ) -> subprocess.CompletedProcess[str]:
+def orderstream_command(
+    *args: str, env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m orderstream ARGS` (the faust CLI of the app) to completion."""
-    return subprocess.run([sys.executable, "-m", "orderstream", *args], env=hermetic(env),
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                          check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "orderstream", *args],
+        env=hermetic(env),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
 
 
 @dataclass
@@ -75,19 +88,23 @@ class Worker:
 
     env: dict[str, str]
     log_path: Path
-    process: Optional[subprocess.Popen[bytes]] = None
+    process: subprocess.Popen[bytes] | None = None
     port: int = field(default_factory=free_port)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         env = {**hermetic(self.env), "HTTP_ADDR": f"127.0.0.1:{self.port}"}
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "orderstream", "worker", "-l", "info"],
-            env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+            env=env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         return self
 
@@ -99,16 +116,19 @@ class Worker:
 
     async def wait_serving(self, session: aiohttp.ClientSession, timeout: float = 90) -> None:
         """Wait until the web server answers (Faust starts it after table recovery)."""
+
         async def answers() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise AssertionError(f"worker exited with {self.process.returncode}:\n"
-                                     f"{self.log_tail()}")
+                raise AssertionError(
+                    f"worker exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
             try:
                 async with session.get(f"{self.url}/order/probe-{self.port}") as reply:
                     return reply.status in (200, 401, 404)  # 401: API_TOKENS set
             except aiohttp.ClientError:
                 return False
+
         try:
             await eventually(answers, timeout=timeout, interval=0.2, what="worker serving")
         except AssertionError as exc:
@@ -164,18 +184,62 @@ async def store_one(conn: asyncpg.Connection, o: Order) -> None:
     """Store one order in its own transaction, statement by statement (prepared, one round trip each)."""
     d, p = o.delivery, o.payment
     async with conn.transaction():
-        await conn.execute(INSERT_ORDER, o.order_uid, o.track_number, o.entry, o.locale,
-                           o.internal_signature, o.customer_id, o.delivery_service, o.shardkey,
-                           o.sm_id, o.date_created, o.oof_shard)
-        await conn.execute(INSERT_DELIVERY, o.order_uid, d.name, d.phone, d.zip, d.city,
-                           d.address, d.region, d.email)
-        await conn.execute(INSERT_PAYMENT, o.order_uid, p.transaction, p.request_id, p.currency,
-                           p.provider, p.amount, p.payment_dt, p.bank, p.delivery_cost,
-                           p.goods_total, p.custom_fee)
+        await conn.execute(
+            INSERT_ORDER,
+            o.order_uid,
+            o.track_number,
+            o.entry,
+            o.locale,
+            o.internal_signature,
+            o.customer_id,
+            o.delivery_service,
+            o.shardkey,
+            o.sm_id,
+            o.date_created,
+            o.oof_shard,
+        )
+        await conn.execute(
+            INSERT_DELIVERY,
+            o.order_uid,
+            d.name,
+            d.phone,
+            d.zip,
+            d.city,
+            d.address,
+            d.region,
+            d.email,
+        )
+        await conn.execute(
+            INSERT_PAYMENT,
+            o.order_uid,
+            p.transaction,
+            p.request_id,
+            p.currency,
+            p.provider,
+            p.amount,
+            p.payment_dt,
+            p.bank,
+            p.delivery_cost,
+            p.goods_total,
+            p.custom_fee,
+        )
         for position, i in enumerate(o.items):
-            await conn.execute(INSERT_ITEM, o.order_uid, position, i.chrt_id, i.track_number,
-                               i.price, i.rid, i.name, i.sale, i.size, i.total_price, i.nm_id,
-                               i.brand, i.status)
+            await conn.execute(
+                INSERT_ITEM,
+                o.order_uid,
+                position,
+                i.chrt_id,
+                i.track_number,
+                i.price,
+                i.rid,
+                i.name,
+                i.sale,
+                i.size,
+                i.total_price,
+                i.nm_id,
+                i.brand,
+                i.status,
+            )
 
 
 # --- an OTLP/HTTP receiver: where a worker with OTEL_TRACES_EXPORTER=otlp sends its spans ---
@@ -193,7 +257,7 @@ class OtlpSink:
         self.requests = 0
         self.bytes = 0
         self.port = free_port()
-        self._runner: Optional[aiohttp.web.AppRunner] = None
+        self._runner: aiohttp.web.AppRunner | None = None
 
     @property
     def endpoint(self) -> str:
@@ -201,7 +265,9 @@ class OtlpSink:
 
     async def _receive(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-            ExportTraceServiceRequest, ExportTraceServiceResponse)
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
 
         body = await request.read()
         self.requests += 1
@@ -212,14 +278,19 @@ class OtlpSink:
         for resource_spans in export.resource_spans:
             for scope_spans in resource_spans.scope_spans:
                 for span in scope_spans.spans:
-                    attributes = {item.key: getattr(item.value, item.value.WhichOneof("value")
-                                                    or "string_value")
-                                  for item in span.attributes}
+                    attributes = {
+                        item.key: getattr(
+                            item.value, item.value.WhichOneof("value") or "string_value"
+                        )
+                        for item in span.attributes
+                    }
                     self.spans.append((span.name, attributes))
-        return aiohttp.web.Response(body=ExportTraceServiceResponse().SerializeToString(),
-                                    content_type="application/x-protobuf")
+        return aiohttp.web.Response(
+            body=ExportTraceServiceResponse().SerializeToString(),
+            content_type="application/x-protobuf",
+        )
 
-    async def __aenter__(self) -> "OtlpSink":
+    async def __aenter__(self) -> OtlpSink:
         app = aiohttp.web.Application()
         app.router.add_post("/v1/traces", self._receive)
         self._runner = aiohttp.web.AppRunner(app, access_log=None)

@@ -7,11 +7,12 @@ import platform
 import subprocess
 import time
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import orjson
 
@@ -24,8 +25,11 @@ PACKAGES = ("faust-streaming", "aiokafka", "asyncpg", "aiohttp", "orjson", "rock
 def machine() -> dict[str, Any]:
     """Cores, memory and load of this machine: the figures mean little without them."""
     meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-    cpu_models = [line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+    cpu_models = [
+        line.split(":", 1)[1].strip()
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("model name")
+    ]
     return {
         "cores": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
@@ -54,9 +58,12 @@ def package_versions() -> dict[str, str]:
 
 def git_commit() -> str:
     """HEAD, with `+dirty` when the working tree has changes: which code was measured."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=False).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
     head = git("rev-parse", "--short", "HEAD") or "unknown"
     return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
@@ -71,7 +78,7 @@ class Report:
     results: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     machine_at_start: dict[str, Any] = field(default_factory=machine)
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,8 +87,7 @@ class Report:
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "duration_s": round(time.monotonic() - self.started, 1),
             "commit": git_commit(),
-            "machine": {**self.machine_at_start,
-                        "load_average_at_end": list(os.getloadavg())},
+            "machine": {**self.machine_at_start, "load_average_at_end": list(os.getloadavg())},
             "versions": self.versions,
             "parameters": self.parameters,
             "results": self.results,
@@ -112,13 +118,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(str(h)), *(len(row[i]) for row in cells)) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str], numeric: Sequence[bool]) -> str:
-        return "  ".join(v.rjust(w) if n else v.ljust(w)
-                         for v, w, n in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)
+        ).rstrip()
 
-    numeric = [all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) and bool(rows)
-               for i in range(len(headers))]
-    return "\n".join([line(list(headers), numeric), line(["-" * w for w in widths], numeric),
-                      *(line(row, numeric) for row in cells)])
+    numeric = [
+        all(isinstance(row[i], (int, float)) or row[i] is None for row in rows) and bool(rows)
+        for i in range(len(headers))
+    ]
+    return "\n".join(
+        [
+            line(list(headers), numeric),
+            line(["-" * w for w in widths], numeric),
+            *(line(row, numeric) for row in cells),
+        ]
+    )
 
 
 def fmt(value: Any) -> str:
@@ -135,10 +149,10 @@ def fmt(value: Any) -> str:
     return f"{value:.2f}"
 
 
-def show(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]],
-         notes: Sequence[str] = ()) -> None:
+def show(
+    title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]], notes: Sequence[str] = ()
+) -> None:
     print(f"\n== {title} ==")
     print(table(headers, rows))
     for note in notes:
         print(f"  * {note}")
-

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence, cast
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, cast
 
 import faust
 import orjson
@@ -50,7 +51,7 @@ class Rejected:
     event: EventT
     reason: str
     error: str
-    order_uid: Optional[str] = None
+    order_uid: str | None = None
 
 
 @dataclass
@@ -62,8 +63,9 @@ class Triage:
     misplaced: list[Accepted]
 
 
-def triage(events: Iterable[EventT], *, partition_for: Callable[[bytes], int],
-           max_clock_skew: float) -> Triage:
+def triage(
+    events: Iterable[EventT], *, partition_for: Callable[[bytes], int], max_clock_skew: float
+) -> Triage:
     """Split a batch into orders to store, messages to dead-letter and orders on the wrong partition.
 
     An order belongs on the partition its order_uid hashes to, because that partition's
@@ -71,13 +73,14 @@ def triage(events: Iterable[EventT], *, partition_for: Callable[[bytes], int],
     created more than ``max_clock_skew`` seconds after now is invalid.
     """
     result = Triage([], [], [])
-    latest = datetime.now(timezone.utc) + timedelta(seconds=max_clock_skew)
+    latest = datetime.now(UTC) + timedelta(seconds=max_clock_skew)
     for event in events:
         try:
             order, body = decode_order_and_body(event.value, latest=latest)
         except InvalidOrder as exc:
-            result.rejected.append(Rejected(event, exc.reason, str(exc),
-                                            claimed_order_uid(event.value)))
+            result.rejected.append(
+                Rejected(event, exc.reason, str(exc), claimed_order_uid(event.value))
+            )
             continue
         key = order.order_uid.encode()
         accepted = Accepted(event, order, key, body, partition_for(key))
@@ -88,7 +91,7 @@ def triage(events: Iterable[EventT], *, partition_for: Callable[[bytes], int],
     return result
 
 
-def claimed_order_uid(raw: bytes) -> Optional[str]:
+def claimed_order_uid(raw: bytes) -> str | None:
     """The order_uid a rejected message carries, if any, for its log line."""
     try:
         data = orjson.loads(raw)
@@ -126,14 +129,32 @@ async def dead_letter(app: OrderApp, rejected: Sequence[Rejected]) -> None:
     letters = []
     for item in rejected:
         message = item.event.message
-        logger.warning("Dead-lettering order %s at %s: %s", item.order_uid, event_position(item.event),
-                       item.error[:1000], extra=order_context(item.event, item.order_uid))
-        letters.append(Outgoing(
-            app.dead_letter_topic.get_topic_name(), message.key, message.value,
-            [*source_headers(item.event), ("x-error-reason", item.reason.encode()),
-             ("x-error", item.error.encode()[:4096])]))
-    refused = await publish_all(app.batch_producer, letters, lambda letter: dead_letter_stub(
-        letter, keep=SOURCE_HEADERS + ERROR_HEADERS + (REPLAYED_FROM,)))
+        logger.warning(
+            "Dead-lettering order %s at %s: %s",
+            item.order_uid,
+            event_position(item.event),
+            item.error[:1000],
+            extra=order_context(item.event, item.order_uid),
+        )
+        letters.append(
+            Outgoing(
+                app.dead_letter_topic.get_topic_name(),
+                message.key,
+                message.value,
+                [
+                    *source_headers(item.event),
+                    ("x-error-reason", item.reason.encode()),
+                    ("x-error", item.error.encode()[:4096]),
+                ],
+            )
+        )
+    refused = await publish_all(
+        app.batch_producer,
+        letters,
+        lambda letter: dead_letter_stub(
+            letter, keep=SOURCE_HEADERS + ERROR_HEADERS + (REPLAYED_FROM,)
+        ),
+    )
     if refused:
         raise RuntimeError(f"Kafka refused even the stub of {len(refused)} dead letters")
     for item in rejected:
@@ -149,19 +170,39 @@ async def forward_to_owner(app: OrderApp, misplaced: Sequence[Accepted]) -> None
     orders_topic = app.orders_topic.get_topic_name()
     messages: list[Outgoing] = []
     for item in misplaced:
-        logger.debug("Forwarding order %s from %s to partition %d", item.order.order_uid,
-                     event_position(item.event), item.partition,
-                     extra=order_context(item.event, item.order.order_uid))
-        messages.append(Outgoing(orders_topic, item.key,
-                                 item.event.message.value, source_headers(item.event),
-                                 item.partition))
-    refused = await publish_all(app.batch_producer, messages,
-                                lambda message: without_headers(message, keep=SOURCE_HEADERS))
+        logger.debug(
+            "Forwarding order %s from %s to partition %d",
+            item.order.order_uid,
+            event_position(item.event),
+            item.partition,
+            extra=order_context(item.event, item.order.order_uid),
+        )
+        messages.append(
+            Outgoing(
+                orders_topic,
+                item.key,
+                item.event.message.value,
+                source_headers(item.event),
+                item.partition,
+            )
+        )
+    refused = await publish_all(
+        app.batch_producer, messages, lambda message: without_headers(message, keep=SOURCE_HEADERS)
+    )
     if refused:
-        await dead_letter(app, [Rejected(misplaced[index].event, TOO_LARGE_TO_FORWARD,
-                                         f"{TOO_LARGE_TO_FORWARD}: the order does not fit in a "
-                                         f"Kafka message of {orders_topic}",
-                                    misplaced[index].order.order_uid) for index in refused])
+        await dead_letter(
+            app,
+            [
+                Rejected(
+                    misplaced[index].event,
+                    TOO_LARGE_TO_FORWARD,
+                    f"{TOO_LARGE_TO_FORWARD}: the order does not fit in a "
+                    f"Kafka message of {orders_topic}",
+                    misplaced[index].order.order_uid,
+                )
+                for index in refused
+            ],
+        )
     metrics.orders_forwarded.inc(len(misplaced) - len(refused))
 
 
@@ -178,7 +219,8 @@ async def store_until_durable(app: OrderApp, orders: Sequence[Accepted]) -> set[
         try:
             started = time.perf_counter()
             written = await app.repo.upsert_encoded(
-                (item.order.order_uid, item.body, item.event.message.offset) for item in orders)
+                (item.order.order_uid, item.body, item.event.message.offset) for item in orders
+            )
         except DatabaseUnavailable as exc:
             metrics.db_unavailable.inc()
             if outage_started is None:
@@ -188,16 +230,19 @@ async def store_until_durable(app: OrderApp, orders: Sequence[Accepted]) -> set[
             delay = min(delay * 2, app.settings.db_retry_max)
             continue
         if outage_started is not None:
-            logger.warning("PostgreSQL is back after %.1f s; consumption resumes",
-                           time.monotonic() - outage_started)
+            logger.warning(
+                "PostgreSQL is back after %.1f s; consumption resumes",
+                time.monotonic() - outage_started,
+            )
         if orders:
             metrics.db_batch_seconds.observe(time.perf_counter() - started)
             metrics.db_batch_size.observe(len(orders))
         return written
 
 
-async def store_isolating_rejects(app: OrderApp, batch: Sequence[Accepted]
-                                  ) -> tuple[set[str], list[Accepted]]:
+async def store_isolating_rejects(
+    app: OrderApp, batch: Sequence[Accepted]
+) -> tuple[set[str], list[Accepted]]:
     """Store a batch; return the order_uids written and, when PostgreSQL refuses the batch,
     the orders it refuses (stored one by one to find them)."""
     try:
@@ -228,16 +273,21 @@ def register(app: OrderApp) -> None:
         are acked by hand, once their batch is stored and cached: a batch abandoned half-way
         is never committed, Kafka delivers it again.
         """
-        writing: Optional[asyncio.Future[None]] = None
+        writing: asyncio.Future[None] | None = None
         try:
-            batches = cast(faust.Stream, stream).noack_take(settings.batch_size,  # not in StreamT
-                                                            within=settings.batch_wait)
+            batches = cast(faust.Stream, stream).noack_take(
+                settings.batch_size,  # not in StreamT
+                within=settings.batch_wait,
+            )
             async for events in batches:
                 span = tracing.start_batch(settings.kafka_topic, events)  # None: tracing off
                 try:
                     with tracing.within(span, "validate"):
-                        batch = triage(events, partition_for=app.recent_orders.partition_for,
-                                       max_clock_skew=settings.max_clock_skew)
+                        batch = triage(
+                            events,
+                            partition_for=app.recent_orders.partition_for,
+                            max_clock_skew=settings.max_clock_skew,
+                        )
                 except Exception:
                     exit_unfinished("Unexpected error while validating a batch")
                 if writing is not None:
@@ -260,8 +310,9 @@ def register(app: OrderApp) -> None:
         await warm_up_when_empty(app)
 
 
-async def write_batch(app: OrderApp, stream: StreamT[bytes], events: Sequence[EventT],
-                      batch: Triage) -> None:
+async def write_batch(
+    app: OrderApp, stream: StreamT[bytes], events: Sequence[EventT], batch: Triage
+) -> None:
     """Forward, store, dead-letter and cache one batch, then ack it; a bug ends the process."""
     try:
         metrics.orders_consumed.inc(len(events))
@@ -271,23 +322,39 @@ async def write_batch(app: OrderApp, stream: StreamT[bytes], events: Sequence[Ev
             written, refused = await store_isolating_rejects(app, batch.accepted)
             tracing.annotate(written=len(written), refused=len(refused))
         with tracing.step("dead_letter", messages=len(batch.rejected) + len(refused)):
-            await dead_letter(app, [*batch.rejected, *(
-                Rejected(item.event, "db_rejected", "PostgreSQL refused the order",
-                         item.order.order_uid)
-                for item in refused)])
+            await dead_letter(
+                app,
+                [
+                    *batch.rejected,
+                    *(
+                        Rejected(
+                            item.event,
+                            "db_rejected",
+                            "PostgreSQL refused the order",
+                            item.order.order_uid,
+                        )
+                        for item in refused
+                    ),
+                ],
+            )
         stored = [item for item in batch.accepted if item.order.order_uid in written]
         superseded = len(batch.accepted) - len(refused) - len(stored)
         if superseded:
             # A later message of these orders is stored already: a replay, or a worker that
             # stalled past its session while another took its partitions over.
-            logger.info("%d orders not stored: a later version of each is stored already",
-                        superseded)
+            logger.info(
+                "%d orders not stored: a later version of each is stored already", superseded
+            )
             metrics.orders_superseded.inc(superseded)
         metrics.orders_stored.inc(len(stored))
         with tracing.step("cache", orders=len(stored)):
-            await send_to_cache(app, [(item.partition, item.key,
-                                       encode_entry(item.event.message.offset, item.body))
-                                      for item in stored])
+            await send_to_cache(
+                app,
+                [
+                    (item.partition, item.key, encode_entry(item.event.message.offset, item.body))
+                    for item in stored
+                ],
+            )
     except Exception:
         exit_unfinished("Unexpected error while handling a batch")
     for event in events:

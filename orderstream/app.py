@@ -137,8 +137,10 @@ class OrderApp(faust.App):
         tune_garbage_collector()
         replication = await ensure_topics(
             ",".join(self.settings.kafka_brokers),
-            [topic.get_topic_name() for topic in (self.orders_topic, self.dead_letter_topic,
-                                                  self.cache_updates_topic)],
+            [
+                topic.get_topic_name()
+                for topic in (self.orders_topic, self.dead_letter_topic, self.cache_updates_topic)
+            ],
             partitions=self.settings.kafka_partitions,
             replication=self.settings.kafka_replication_factor,
             security=kafka_security.client_kwargs(self.settings),
@@ -146,14 +148,21 @@ class OrderApp(faust.App):
         # Before the tables and the assignor start: they create their topics with this.
         self.conf.topic_replication_factor = replication
         self._batch_producer = AIOKafkaProducer(
-            bootstrap_servers=",".join(self.settings.kafka_brokers), acks="all",
+            bootstrap_servers=",".join(self.settings.kafka_brokers),
+            acks="all",
             max_batch_size=BATCH_PRODUCER_MAX_BYTES,
             max_request_size=MAX_REQUEST_BYTES,
-            **kafka_security.client_kwargs(self.settings))
+            **kafka_security.client_kwargs(self.settings),
+        )
         await self._batch_producer.start()
         # From here on /ready knows whether Kafka answers, and an outage is logged once.
-        self.add_future(kafka_watch.watch(self._batch_producer.client, self.settings.kafka_topic,
-                                          ",".join(self.settings.kafka_brokers)))
+        self.add_future(
+            kafka_watch.watch(
+                self._batch_producer.client,
+                self.settings.kafka_topic,
+                ",".join(self.settings.kafka_brokers),
+            )
+        )
         await self.repo.connect()
         logger.info("PostgreSQL pool ready for %s", self.settings.pg_url_redacted)
 
@@ -193,19 +202,28 @@ def declare_topics(app: OrderApp, settings: Settings) -> None:
     Faust declare them too, for `send` and `produce`).
     """
     app.orders_topic = app.topic(
-        settings.kafka_topic, key_type=bytes, value_type=bytes,
-        partitions=settings.kafka_partitions, internal=True,
+        settings.kafka_topic,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.kafka_partitions,
+        internal=True,
     )
     app.dead_letter_topic = app.topic(
-        settings.dead_letter_topic, key_type=bytes, value_type=bytes,
-        partitions=settings.kafka_partitions, internal=True,
+        settings.dead_letter_topic,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.kafka_partitions,
+        internal=True,
     )
     # Cache writes travel through a topic of their own: a Table can be changed only while
     # iterating an event of the key's partition, which a batch of stored orders is not.
     # Each message is a bundle of one partition's orders (cache/bundle.py).
     app.cache_updates_topic = app.topic(
-        f"{settings.kafka_group_id}-order-cache-updates", key_type=bytes, value_type=bytes,
-        partitions=settings.kafka_partitions, internal=True,
+        f"{settings.kafka_group_id}-order-cache-updates",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.kafka_partitions,
+        internal=True,
     )
 
 
@@ -229,5 +247,8 @@ async def rewind_uncommitted_partitions(sender: faust.App, *args: Any, **kwargs:
     fresh = [tp for tp in assigned if not committed.get(tp)]
     if fresh:
         await consumer.seek_wait(await consumer.earliest_offsets(*fresh))
-        logger.info("Reading %d partitions without a committed offset from the start: %s",
-                    len(fresh), ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(fresh)))
+        logger.info(
+            "Reading %d partitions without a committed offset from the start: %s",
+            len(fresh),
+            ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(fresh)),
+        )

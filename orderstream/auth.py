@@ -12,7 +12,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from typing import Iterable, Optional
+from collections.abc import Iterable
 
 import orjson
 from aiohttp import web
@@ -33,7 +33,7 @@ class BearerTokens:
         self._tokens = tuple(token.encode() for token in tokens if token)
         self.enabled = bool(self._tokens)
 
-    def allows(self, authorization: Optional[str]) -> bool:
+    def allows(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header value carries one of the tokens."""
         if not self.enabled:
             return True
@@ -50,14 +50,20 @@ class BearerTokens:
         return matched
 
 
-def unauthorized(authorization: Optional[str]) -> web.Response:
+def unauthorized(authorization: str | None) -> web.Response:
     """401 JSON with ``WWW-Authenticate: Bearer``; says whether a token was sent, not which."""
     refused = bool(authorization)
-    message = ("invalid token" if refused
-               else "authentication required: send Authorization: Bearer <token>")
+    message = (
+        "invalid token"
+        if refused
+        else "authentication required: send Authorization: Bearer <token>"
+    )
     return web.Response(
-        status=401, body=orjson.dumps({"error": message}), content_type="application/json",
-        headers={"WWW-Authenticate": INVALID_CHALLENGE if refused else CHALLENGE})
+        status=401,
+        body=orjson.dumps({"error": message}),
+        content_type="application/json",
+        headers={"WWW-Authenticate": INVALID_CHALLENGE if refused else CHALLENGE},
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -78,4 +84,6 @@ def warn_if_unprotected(host: str, port: int, api_tokens: BearerTokens) -> None:
         "API_TOKENS is empty and the web server binds %s:%d: anyone who can reach this port "
         "reads customers' names, phones, e-mails and addresses at /order/{order_uid}. Set "
         "API_TOKENS, or bind HTTP_ADDR to 127.0.0.1 behind a proxy that authenticates",
-        host, port)
+        host,
+        port,
+    )

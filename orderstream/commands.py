@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from faust.cli import AppCommand, argument, option
@@ -25,14 +25,20 @@ def register(app: OrderApp) -> None:
     async def migrate(self: AppCommand, down: bool) -> None:
         """Apply the SQL migrations in sql/ to PG_URL (or roll them back with --down)."""
         done = await asyncio.to_thread(
-            migrate_database, settings.pg_url, settings.sql_dir, down=down)
+            migrate_database, settings.pg_url, settings.sql_dir, down=down
+        )
         verb = "rolled back" if down else "applied"
         self.say(f"{verb} {len(done)} migration(s): {', '.join(done) or 'none pending'}")
 
     @app.command(
         option("-n", "--count", type=int, default=10, show_default=True, help="Orders to publish."),
-        option("--interval", type=float, default=0.0, show_default=True,
-               help="Seconds to wait between orders."),
+        option(
+            "--interval",
+            type=float,
+            default=0.0,
+            show_default=True,
+            help="Seconds to wait between orders.",
+        ),
         option("--seed", type=int, default=None, help="Seed for reproducible orders."),
     )
     async def produce(self: AppCommand, count: int, interval: float, seed: int | None) -> None:
@@ -44,8 +50,11 @@ def register(app: OrderApp) -> None:
         with tracing.step("produce", orders=count):
             for order in random_orders(seed, count):
                 with tracing.producing(topic, order.order_uid) as headers:
-                    pending.append(await app.orders_topic.send(
-                        key=order.order_uid.encode(), value=encode_order(order), headers=headers))
+                    pending.append(
+                        await app.orders_topic.send(
+                            key=order.order_uid.encode(), value=encode_order(order), headers=headers
+                        )
+                    )
                 self.say(order.order_uid)
                 if interval:
                     await asyncio.sleep(interval)
@@ -54,21 +63,56 @@ def register(app: OrderApp) -> None:
 
     @app.command(
         argument("action", type=click.Choice(["list", "replay"])),
-        option("--reason", default=None, help="Only letters of this x-error-reason "
-               "(replay: every letter of it)."),
-        option("--limit", type=click.IntRange(1, dead_letters.LIST_LIMIT_MAX), default=20,
-               show_default=True, help="list: how many of the newest letters."),
-        option("--json", "as_json", is_flag=True, default=False,
-               help="list: the letters as JSON, as GET /api/dead-letters gives them."),
-        option("--offset", "offsets", multiple=True, metavar="P:O",
-               help="replay: the letter at partition P, offset O (repeatable)."),
-        option("--all", "every", is_flag=True, default=False,
-               help="replay: every letter (of --reason, if given)."),
-        option("--dry-run", is_flag=True, default=False,
-               help="replay: print what would be replayed, publish nothing."),
+        option(
+            "--reason",
+            default=None,
+            help="Only letters of this x-error-reason (replay: every letter of it).",
+        ),
+        option(
+            "--limit",
+            type=click.IntRange(1, dead_letters.LIST_LIMIT_MAX),
+            default=20,
+            show_default=True,
+            help="list: how many of the newest letters.",
+        ),
+        option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            default=False,
+            help="list: the letters as JSON, as GET /api/dead-letters gives them.",
+        ),
+        option(
+            "--offset",
+            "offsets",
+            multiple=True,
+            metavar="P:O",
+            help="replay: the letter at partition P, offset O (repeatable).",
+        ),
+        option(
+            "--all",
+            "every",
+            is_flag=True,
+            default=False,
+            help="replay: every letter (of --reason, if given).",
+        ),
+        option(
+            "--dry-run",
+            is_flag=True,
+            default=False,
+            help="replay: print what would be replayed, publish nothing.",
+        ),
     )
-    async def dlq(self: AppCommand, action: str, reason: Optional[str], limit: int,
-                  as_json: bool, offsets: tuple[str, ...], every: bool, dry_run: bool) -> None:
+    async def dlq(
+        self: AppCommand,
+        action: str,
+        reason: str | None,
+        limit: int,
+        as_json: bool,
+        offsets: tuple[str, ...],
+        every: bool,
+        dry_run: bool,
+    ) -> None:
         """List the dead-letter topic's newest letters, or replay chosen ones to their source
         topic (`dlq list [--reason R] [--limit N] [--json]`, `dlq replay [--offset P:O ...]
         [--reason R] [--all] [--dry-run]`)."""
@@ -80,9 +124,12 @@ def register(app: OrderApp) -> None:
                 if as_json:
                     self.say(json.dumps(dead_letters.listing_json(listing), ensure_ascii=False))
                     return
-                self.say(f"{listing.topic}: {listing.total} dead letter(s), the newest "
-                         f"{len(listing.letters)}" + (f" of reason {reason}" if reason else "")
-                         + " first")
+                self.say(
+                    f"{listing.topic}: {listing.total} dead letter(s), the newest "
+                    f"{len(listing.letters)}"
+                    + (f" of reason {reason}" if reason else "")
+                    + " first"
+                )
                 for letter in listing.letters:
                     self.say(dead_letters.letter_line(letter))
                 return

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from dotenv import load_dotenv
 from yarl import URL
@@ -202,8 +203,14 @@ def parse_sasl_mechanism(raw: str) -> str:
 
 # OpenTelemetry (README "Tracing"): the standard variables, checked here like every setting.
 OTEL_EXPORTERS = ("otlp", "console")
-OTEL_SAMPLERS = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
-                 "parentbased_always_off", "parentbased_traceidratio")
+OTEL_SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
 
 
 def parse_otel_exporters(raw: str) -> tuple[str, ...]:
@@ -255,8 +262,9 @@ class Settings:
     """Everything the service can be told, with the Go service's names and defaults."""
 
     http_addr: tuple[str, int] = ("0.0.0.0", 8081)
-    pg_url: str = field(default="postgres://postgres:postgres@127.0.0.1:5432/orders?sslmode=disable",
-                        repr=False)
+    pg_url: str = field(
+        default="postgres://postgres:postgres@127.0.0.1:5432/orders?sslmode=disable", repr=False
+    )
     kafka_brokers: tuple[str, ...] = ("127.0.0.1:9092",)
     kafka_topic: str = "orders"
     kafka_group_id: str = "order-svc"
@@ -325,7 +333,7 @@ class Settings:
         return mask_url(self.pg_url)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read every setting from ``env``; an invalid value raises ConfigError naming it."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}

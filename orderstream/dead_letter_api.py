@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web as aioweb
@@ -32,19 +32,17 @@ MAX_OFFSETS = 500
 
 
 def json_response(body: Any, status: int = 200) -> aioweb.Response:
-    return aioweb.Response(body=orjson.dumps(body), status=status,
-                           content_type="application/json")
+    return aioweb.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
-def refusal(message: str, status: int = 400, offsets: Optional[list[str]] = None
-            ) -> aioweb.Response:
+def refusal(message: str, status: int = 400, offsets: list[str] | None = None) -> aioweb.Response:
     body: dict[str, Any] = {"error": message}
     if offsets:
         body["offsets"] = offsets
     return json_response(body, status)
 
 
-def parse_limit(raw: Optional[str]) -> int:
+def parse_limit(raw: str | None) -> int:
     if raw is None:
         return DEFAULT_LIMIT
     if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= dead_letters.LIST_LIMIT_MAX:
@@ -55,16 +53,22 @@ def parse_limit(raw: Optional[str]) -> int:
 def parse_replay(body: Any) -> tuple[Selection, bool]:
     """A replay request's body as a Selection and dry_run; DeadLetterError when malformed."""
     if not isinstance(body, dict):
-        raise DeadLetterError("expected a JSON object: {\"offsets\": [\"0:7\"]} or "
-                              "{\"all\": true, \"reason\": \"invalid\"}")
+        raise DeadLetterError(
+            'expected a JSON object: {"offsets": ["0:7"]} or {"all": true, "reason": "invalid"}'
+        )
     unknown = sorted(set(body) - REPLAY_FIELDS)
     if unknown:
         raise DeadLetterError(f"unknown fields: {', '.join(map(repr, unknown))[:300]}")
     offsets = body.get("offsets", [])
-    if (not isinstance(offsets, list) or ("offsets" in body and not offsets)
-            or len(offsets) > MAX_OFFSETS or not all(isinstance(o, str) for o in offsets)):
-        raise DeadLetterError(f"offsets must be a list of 1 to {MAX_OFFSETS} strings "
-                              "PARTITION:OFFSET, e.g. [\"0:7\"]")
+    if (
+        not isinstance(offsets, list)
+        or ("offsets" in body and not offsets)
+        or len(offsets) > MAX_OFFSETS
+        or not all(isinstance(o, str) for o in offsets)
+    ):
+        raise DeadLetterError(
+            f'offsets must be a list of 1 to {MAX_OFFSETS} strings PARTITION:OFFSET, e.g. ["0:7"]'
+        )
     every, dry_run, reason = body.get("all", False), body.get("dry_run", False), body.get("reason")
     if not isinstance(every, bool) or not isinstance(dry_run, bool):
         raise DeadLetterError("all and dry_run must be true or false")
@@ -81,7 +85,7 @@ class DeadLetterApi:
         self.api_tokens = auth.BearerTokens(app.settings.api_tokens)
         self.busy = asyncio.Lock()
 
-    def refused(self, request: aioweb.Request) -> Optional[aioweb.Response]:
+    def refused(self, request: aioweb.Request) -> aioweb.Response | None:
         authorization = request.headers.get(AUTHORIZATION)
         if self.api_tokens.enabled and not self.api_tokens.allows(authorization):
             return auth.unauthorized(authorization)
@@ -96,7 +100,8 @@ class DeadLetterApi:
             limit = parse_limit(request.query.get("limit"))
             async with self.busy:
                 listing = await dead_letters.list_letters(
-                    self.app.settings, limit, request.query.get("reason"))
+                    self.app.settings, limit, request.query.get("reason")
+                )
         except DeadLetterError as exc:
             return refusal(str(exc))
         except KafkaUnavailable as exc:
@@ -118,16 +123,21 @@ class DeadLetterApi:
             selection, dry_run = parse_replay(body)
             async with self.busy:
                 replay = await dead_letters.replay_letters(
-                    self.app.settings, selection, dry_run=dry_run,
-                    producer=self.app.batch_producer)
+                    self.app.settings, selection, dry_run=dry_run, producer=self.app.batch_producer
+                )
         except DeadLetterError as exc:
             return refusal(str(exc), exc.status, exc.details.get("offsets"))
         except KafkaUnavailable as exc:
             return self.kafka_unavailable(exc)
         for item in replay.replayed:
-            logger.info("Replayed dead letter %s to %s:%s:%s%s", item.letter.position,
-                        item.topic, item.partition, item.offset,
-                        " (dry run)" if replay.dry_run else "")
+            logger.info(
+                "Replayed dead letter %s to %s:%s:%s%s",
+                item.letter.position,
+                item.topic,
+                item.partition,
+                item.offset,
+                " (dry run)" if replay.dry_run else "",
+            )
         return json_response(dead_letters.replay_json(replay))
 
     @staticmethod

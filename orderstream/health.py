@@ -26,7 +26,7 @@ class Check:
 async def postgresql_check(app: OrderApp, timeout: float = PING_TIMEOUT) -> Check:
     try:
         await asyncio.wait_for(app.repo.ping(), timeout)
-    except (DatabaseUnavailable, asyncio.TimeoutError) as exc:
+    except (TimeoutError, DatabaseUnavailable) as exc:
         # The kind of failure only: the driver's text can name hosts and ports, which an open
         # endpoint does not tell (the outage is in the log).
         # A timeout's cause is the cancelled ping (CancelledError), which says nothing.
@@ -48,8 +48,7 @@ def assignment_check(app: OrderApp) -> Check:
     if app.rebalancing:
         return Check(False, "the consumer group is rebalancing")
     topic = app.orders_topic.get_topic_name()
-    partitions = sorted(tp.partition for tp in app.assignor.assigned_actives()
-                        if tp.topic == topic)
+    partitions = sorted(tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic)
     return Check(True, f"generation {app.consumer_generation_id}, {topic} partitions {partitions}")
 
 
@@ -62,17 +61,21 @@ def recovery_check(app: OrderApp) -> Check:
 HEALTHY = b'{"status":"ok"}'
 
 
-async def readiness(app: OrderApp, ping_timeout: float = PING_TIMEOUT
-                    ) -> tuple[bool, dict[str, Any]]:
+async def readiness(
+    app: OrderApp, ping_timeout: float = PING_TIMEOUT
+) -> tuple[bool, dict[str, Any]]:
     """Ready when PostgreSQL and Kafka answer, the partitions are assigned and the cache is
     recovered; the body lists each check. A broker outage fails readiness, not liveness:
     restarting cannot mend it. ``ping_timeout`` bounds the wait for PostgreSQL (the pipeline
     panel asks within its own deadline)."""
-    checks = {"postgresql": await postgresql_check(app, ping_timeout),
-              "kafka": kafka_check(),
-              "kafka_assignment": assignment_check(app),
-              "table_recovery": recovery_check(app)}
+    checks = {
+        "postgresql": await postgresql_check(app, ping_timeout),
+        "kafka": kafka_check(),
+        "kafka_assignment": assignment_check(app),
+        "table_recovery": recovery_check(app),
+    }
     is_ready = all(check.ok for check in checks.values())
-    return is_ready, {"ready": is_ready,
-                      "checks": {name: {"ok": c.ok, "detail": c.detail}
-                                 for name, c in checks.items()}}
+    return is_ready, {
+        "ready": is_ready,
+        "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
+    }

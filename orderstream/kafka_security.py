@@ -31,30 +31,45 @@ def check(settings: Settings) -> None:
     protocol = settings.kafka_security_protocol
     if protocol in SASL_PROTOCOLS:
         if not settings.kafka_sasl_username:
-            raise ConfigError("KAFKA_SASL_USERNAME", "",
-                              f"Required when KAFKA_SECURITY_PROTOCOL is {protocol}.")
+            raise ConfigError(
+                "KAFKA_SASL_USERNAME", "", f"Required when KAFKA_SECURITY_PROTOCOL is {protocol}."
+            )
         if not settings.kafka_sasl_password:
-            raise ConfigError("KAFKA_SASL_PASSWORD", "",
-                              f"Required when KAFKA_SECURITY_PROTOCOL is {protocol}.")
+            raise ConfigError(
+                "KAFKA_SASL_PASSWORD", "", f"Required when KAFKA_SECURITY_PROTOCOL is {protocol}."
+            )
     elif settings.kafka_sasl_username or settings.kafka_sasl_password:
         name = "KAFKA_SASL_USERNAME" if settings.kafka_sasl_username else "KAFKA_SASL_PASSWORD"
         value = settings.kafka_sasl_username if settings.kafka_sasl_username else "***"
-        raise ConfigError(name, value, f"Ignored with KAFKA_SECURITY_PROTOCOL={protocol}; "
-                          "use SASL_PLAINTEXT or SASL_SSL, or unset it.")
-    files = {"KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
-             "KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
-             "KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile}
+        raise ConfigError(
+            name,
+            value,
+            f"Ignored with KAFKA_SECURITY_PROTOCOL={protocol}; "
+            "use SASL_PLAINTEXT or SASL_SSL, or unset it.",
+        )
+    files = {
+        "KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
     for name, path in files.items():
         if not path:
             continue
         if protocol not in SSL_PROTOCOLS:
-            raise ConfigError(name, path, f"Ignored with KAFKA_SECURITY_PROTOCOL={protocol}; "
-                              "use SSL or SASL_SSL, or unset it.")
+            raise ConfigError(
+                name,
+                path,
+                f"Ignored with KAFKA_SECURITY_PROTOCOL={protocol}; "
+                "use SSL or SASL_SSL, or unset it.",
+            )
         if not Path(path).is_file():
             raise ConfigError(name, path, "No such file.")
     if settings.kafka_ssl_keyfile and not settings.kafka_ssl_certfile:
-        raise ConfigError("KAFKA_SSL_KEYFILE", settings.kafka_ssl_keyfile,
-                          "A key needs its certificate: set KAFKA_SSL_CERTFILE too.")
+        raise ConfigError(
+            "KAFKA_SSL_KEYFILE",
+            settings.kafka_ssl_keyfile,
+            "A key needs its certificate: set KAFKA_SSL_CERTFILE too.",
+        )
     ssl_context(settings)  # unreadable PEM files fail here, naming the variable
 
 
@@ -71,19 +86,27 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     try:
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
     except (ssl.SSLError, OSError) as exc:
-        raise ConfigError("KAFKA_SSL_CAFILE", settings.kafka_ssl_cafile,
-                          f"Could not load the CA certificates: {exc}.") from exc
+        raise ConfigError(
+            "KAFKA_SSL_CAFILE",
+            settings.kafka_ssl_cafile,
+            f"Could not load the CA certificates: {exc}.",
+        ) from exc
     if settings.kafka_ssl_certfile:
         try:
             # A callable password: an encrypted key fails here instead of prompting on a TTY.
-            context.load_cert_chain(settings.kafka_ssl_certfile,
-                                    settings.kafka_ssl_keyfile or None, password=_no_password)
+            context.load_cert_chain(
+                settings.kafka_ssl_certfile,
+                settings.kafka_ssl_keyfile or None,
+                password=_no_password,
+            )
         except (ssl.SSLError, OSError) as exc:
             name = "KAFKA_SSL_KEYFILE" if settings.kafka_ssl_keyfile else "KAFKA_SSL_CERTFILE"
-            raise ConfigError(name, settings.kafka_ssl_keyfile or settings.kafka_ssl_certfile,
-                              f"Could not load the client certificate and key ({exc}); they "
-                              "must be PEM, the key unencrypted and matching the certificate."
-                              ) from exc
+            raise ConfigError(
+                name,
+                settings.kafka_ssl_keyfile or settings.kafka_ssl_certfile,
+                f"Could not load the client certificate and key ({exc}); they "
+                "must be PEM, the key unencrypted and matching the certificate.",
+            ) from exc
     return context
 
 
@@ -98,8 +121,11 @@ def faust_credentials(settings: Settings) -> CredentialsT | None:
     if protocol in SASL_PROTOCOLS:
         # With a context Faust's SASLCredentials speak SASL_SSL, without it SASL_PLAINTEXT.
         return faust.SASLCredentials(
-            username=settings.kafka_sasl_username, password=settings.kafka_sasl_password,
-            mechanism=settings.kafka_sasl_mechanism, ssl_context=context)
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
     if protocol == "SSL":
         return faust.SSLCredentials(context)
     return None
@@ -113,7 +139,9 @@ def client_kwargs(settings: Settings) -> dict[str, Any]:
     if context is not None:
         kwargs["ssl_context"] = context
     if protocol in SASL_PROTOCOLS:
-        kwargs.update(sasl_mechanism=settings.kafka_sasl_mechanism,
-                      sasl_plain_username=settings.kafka_sasl_username,
-                      sasl_plain_password=settings.kafka_sasl_password)
+        kwargs.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=settings.kafka_sasl_password,
+        )
     return kwargs

@@ -14,7 +14,6 @@ import random
 import re
 import threading
 import time
-from typing import Optional
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
@@ -28,9 +27,14 @@ PING_TIMEOUT = 2.0
 REPEAT_AFTER = 60.0
 # What aiokafka says, at WARNING and above, when it cannot reach a broker.
 CONNECTION_MESSAGES = (
-    "Unable connect to node", "Unable to update metadata", "Unable to request metadata",
-    "Group Coordinator Request failed", "Marking the coordinator dead",
-    "Failed fetch messages", "Got error produce response", "Coordinator dead",
+    "Unable connect to node",
+    "Unable to update metadata",
+    "Unable to request metadata",
+    "Group Coordinator Request failed",
+    "Marking the coordinator dead",
+    "Failed fetch messages",
+    "Got error produce response",
+    "Coordinator dead",
 )
 _NUMBERS = re.compile(r"\d+")
 
@@ -44,7 +48,7 @@ class KafkaOutage(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self.since: Optional[float] = None
+        self.since: float | None = None
         self.reason = ""
         self.kind = ""  # the error's class name: says what failed without naming hosts
         self.suppressed = 0
@@ -63,7 +67,10 @@ class KafkaOutage(logging.Filter):
         kind = _NUMBERS.sub("N", text)[:80]
         now = time.monotonic()
         with self._lock:
-            if self.since is None and now - self._last_logged.get(kind, -REPEAT_AFTER) >= REPEAT_AFTER:
+            if (
+                self.since is None
+                and now - self._last_logged.get(kind, -REPEAT_AFTER) >= REPEAT_AFTER
+            ):
                 self._last_logged[kind] = now
                 return True
             self.suppressed += 1
@@ -78,7 +85,7 @@ class KafkaOutage(logging.Filter):
             self.since, self.suppressed = time.monotonic(), 0
             return True
 
-    def end(self) -> Optional[tuple[float, int]]:
+    def end(self) -> tuple[float, int] | None:
         """Record that Kafka answers; (seconds down, lines not logged) when an outage ends."""
         with self._lock:
             if self.since is None:
@@ -110,7 +117,7 @@ async def ping(client: AIOKafkaClient, topic: str) -> None:
         try:
             await asyncio.wait_for(client.send(node, MetadataRequest([topic])), PING_TIMEOUT)
             return
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError, OSError) as exc:
             failure = exc
     raise failure
 
@@ -119,7 +126,7 @@ async def check_once(client: AIOKafkaClient, topic: str, brokers: str) -> None:
     """Ping Kafka and log an outage's start or end."""
     try:
         await ping(client, topic)
-    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, KafkaError, OSError) as exc:
         reason = str(exc) or type(exc).__name__  # aiokafka's errors name themselves
         if OUTAGE.begin(reason, type(exc).__name__):
             logger.error("Kafka unreachable at %s, ingest paused: %s", brokers, reason)
@@ -127,8 +134,11 @@ async def check_once(client: AIOKafkaClient, topic: str, brokers: str) -> None:
     ended = OUTAGE.end()
     if ended is not None:
         seconds, suppressed = ended
-        logger.warning("Kafka is back after %.1f s; ingest resumes (%d connection errors "
-                       "not logged)", seconds, suppressed)
+        logger.warning(
+            "Kafka is back after %.1f s; ingest resumes (%d connection errors not logged)",
+            seconds,
+            suppressed,
+        )
 
 
 async def watch(client: AIOKafkaClient, topic: str, brokers: str) -> None:

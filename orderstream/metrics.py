@@ -9,16 +9,22 @@ registry under ``orderstream_faust_``.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Iterator, Optional
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client
+from faust import web
 from faust.exceptions import ConsumerNotStarted
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from faust import web
 from faust.types import TP, AppT, CollectionT, EventT, Message, StreamT
 from faust.types.transports import ConsumerT
 from prometheus_client import (
-    CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -41,56 +47,79 @@ PlatformCollector(registry=registry)
 GCCollector(registry=registry)
 
 orders_consumed = Counter(
-    "orderstream_orders_consumed", "Messages taken from the orders topic, forwarded ones included "
-    "(= stored + dead-lettered + forwarded).", registry=registry)
+    "orderstream_orders_consumed",
+    "Messages taken from the orders topic, forwarded ones included "
+    "(= stored + dead-lettered + forwarded).",
+    registry=registry,
+)
 orders_stored = Counter(
-    "orderstream_orders_stored", "Orders written to PostgreSQL.", registry=registry)
+    "orderstream_orders_stored", "Orders written to PostgreSQL.", registry=registry
+)
 orders_dead_lettered = Counter(
-    "orderstream_orders_dead_lettered", "Messages published to the dead-letter topic, by reason.",
-    ["reason"], registry=registry)
+    "orderstream_orders_dead_lettered",
+    "Messages published to the dead-letter topic, by reason.",
+    ["reason"],
+    registry=registry,
+)
 for _reason in DEAD_LETTER_REASONS:
     orders_dead_lettered.labels(_reason)  # every reason is exported, at 0 until it happens
 orders_superseded = Counter(
-    "orderstream_orders_superseded", "Orders not stored because a later version is stored already.",
-    registry=registry)
+    "orderstream_orders_superseded",
+    "Orders not stored because a later version is stored already.",
+    registry=registry,
+)
 orders_forwarded = Counter(
-    "orderstream_orders_forwarded", "Orders re-published to the partition of their order_uid.",
-    registry=registry)
+    "orderstream_orders_forwarded",
+    "Orders re-published to the partition of their order_uid.",
+    registry=registry,
+)
 
 db_batch_seconds = Histogram(
-    "orderstream_db_batch_seconds", "Duration of successful batch upserts to PostgreSQL.",
+    "orderstream_db_batch_seconds",
+    "Duration of successful batch upserts to PostgreSQL.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-    registry=registry)
+    registry=registry,
+)
 db_batch_size = Histogram(
-    "orderstream_db_batch_size", "Orders in each successful batch upsert.",
-    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500), registry=registry)
+    "orderstream_db_batch_size",
+    "Orders in each successful batch upsert.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+    registry=registry,
+)
 db_unavailable = Counter(
-    "orderstream_db_unavailable", "Batch upserts retried because PostgreSQL was unavailable.",
-    registry=registry)
+    "orderstream_db_unavailable",
+    "Batch upserts retried because PostgreSQL was unavailable.",
+    registry=registry,
+)
 
 cache_hits = Counter(
-    "orderstream_cache_hits", "Order lookups answered from the cache.", registry=registry)
+    "orderstream_cache_hits", "Order lookups answered from the cache.", registry=registry
+)
 cache_misses = Counter(
-    "orderstream_cache_misses", "Order lookups that tried the cache and did not find the order.",
-    registry=registry)
+    "orderstream_cache_misses",
+    "Order lookups that tried the cache and did not find the order.",
+    registry=registry,
+)
 
 http_request_seconds = Histogram(
     "orderstream_http_request_seconds",
     "Time to answer HTTP requests, by route pattern, X-Source (cache, db, none) and status.",
     ["route", "source", "status"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-    registry=registry)
+    registry=registry,
+)
 
 
-_request_series: dict[tuple[str, Optional[str], int], Histogram] = {}
+_request_series: dict[tuple[str, str | None, int], Histogram] = {}
 
 
-def observe_request(route: str, source: Optional[str], status: int, seconds: float) -> None:
+def observe_request(route: str, source: str | None, status: int, seconds: float) -> None:
     """Record one answered request; ``source`` is its X-Source header, if any."""
     series = _request_series.get((route, source, status))
     if series is None:  # labels() validates and locks: once per series, not per request
         series = _request_series[route, source, status] = http_request_seconds.labels(
-            route, source or "none", str(status))
+            route, source or "none", str(status)
+        )
     series.observe(seconds)
 
 
@@ -98,7 +127,7 @@ class WorkerState(Collector):
     """Gauges read from the worker at scrape time: the cache size and the orders consumer lag."""
 
     def __init__(self) -> None:
-        self.app: Optional[OrderApp] = None  # the app install() was called with
+        self.app: OrderApp | None = None  # the app install() was called with
 
     def collect(self) -> Iterator[Metric]:
         app = self.app
@@ -107,7 +136,8 @@ class WorkerState(Collector):
         cache_size = GaugeMetricFamily(
             "orderstream_cache_size",
             "Orders cached in this worker's active partitions (absent after a rebalance "
-            "until the next cache write).")
+            "until the next cache write).",
+        )
         size = app.recent_orders.size()
         if size is not None:
             cache_size.add_metric([], size)
@@ -117,7 +147,8 @@ class WorkerState(Collector):
             "orderstream_consumer_lag",
             "Messages of the orders topic not yet processed and committed, by assigned partition "
             "(high watermark - committed offset).",
-            labels=["topic", "partition"])
+            labels=["topic", "partition"],
+        )
         for tp, behind in consumer_lag(app.consumer, app.orders_topic.get_topic_name()):
             lag.add_metric([tp.topic, str(tp.partition)], behind)
         yield lag
@@ -168,12 +199,14 @@ class LeanPrometheusMonitor(PrometheusMonitor):
     def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
         pass
 
-    def on_stream_event_in(self, tp: TP, offset: int, stream: StreamT,
-                           event: EventT) -> Optional[dict]:
+    def on_stream_event_in(
+        self, tp: TP, offset: int, stream: StreamT, event: EventT
+    ) -> dict | None:
         return None
 
-    def on_stream_event_out(self, tp: TP, offset: int, stream: StreamT, event: EventT,
-                            state: Optional[dict] = None) -> None:
+    def on_stream_event_out(
+        self, tp: TP, offset: int, stream: StreamT, event: EventT, state: dict | None = None
+    ) -> None:
         pass
 
     def on_table_get(self, table: CollectionT, key: Any) -> None:
@@ -185,13 +218,20 @@ class LeanPrometheusMonitor(PrometheusMonitor):
     def on_table_del(self, table: CollectionT, key: Any) -> None:
         pass
 
-    def on_web_request_start(self, app: AppT, request: web.Request, *,
-                             view: Optional[web.View] = None) -> dict:
+    def on_web_request_start(
+        self, app: AppT, request: web.Request, *, view: web.View | None = None
+    ) -> dict:
         return {}
 
-    def on_web_request_end(self, app: AppT, request: web.Request,
-                           response: Optional[web.Response], state: dict, *,
-                           view: Optional[web.View] = None) -> None:
+    def on_web_request_end(
+        self,
+        app: AppT,
+        request: web.Request,
+        response: web.Response | None,
+        state: dict,
+        *,
+        view: web.View | None = None,
+    ) -> None:
         pass
 
 

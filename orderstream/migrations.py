@@ -31,8 +31,11 @@ def yoyo_url(pg_url: str) -> str:
     """
     url = URL(pg_url)
     known = libpq_parameters()
-    return str(url.with_scheme("postgresql+psycopg").with_query(
-        [(name, value) for name, value in url.query.items() if name in known]))
+    return str(
+        url.with_scheme("postgresql+psycopg").with_query(
+            [(name, value) for name, value in url.query.items() if name in known]
+        )
+    )
 
 
 def migrate_database(pg_url: str, sql_dir: Path, *, down: bool = False) -> list[str]:
@@ -54,6 +57,9 @@ def connected_backend(pg_url: str) -> Any:
     try:
         return get_backend(yoyo_url(pg_url))
     except psycopg.OperationalError as exc:
-        hint = (" (check PG_URL's TLS parameters: sslmode, sslrootcert, sslcert, sslkey)"
-                if "SSL" in str(exc) else "")
+        hint = (
+            " (check PG_URL's TLS parameters: sslmode, sslrootcert, sslcert, sslkey)"
+            if "SSL" in str(exc)
+            else ""
+        )
         raise MigrationConnectError(f"cannot connect to PostgreSQL{hint}: {exc}") from exc

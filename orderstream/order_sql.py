@@ -8,11 +8,17 @@ which tests/unit/test_schema.py checks against the same tables).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .order.records import Order
 from .order.validation import (
-    DELIVERY_FIELDS, ITEM_FIELDS, NESTED, ORDER_FIELDS, PAYMENT_FIELDS, Field, column_type,
+    DELIVERY_FIELDS,
+    ITEM_FIELDS,
+    NESTED,
+    ORDER_FIELDS,
+    PAYMENT_FIELDS,
+    Field,
+    column_type,
 )
 
 # Wire key order = declaration order of the Records (checked against the field tables).
@@ -45,8 +51,9 @@ def _upsert_one(table: str, key: str, alias: str, fields: Sequence[Field]) -> st
 def _order_record() -> str:
     """The order's wire keys with their types; the nested ones stay JSON for the next step."""
     scalar = {field[0]: field for field in ORDER_FIELDS}
-    return ", ".join(f"{key} json" if key in NESTED else f"{key} {column_type(scalar[key])}"
-                     for key in WIRE_KEYS)
+    return ", ".join(
+        f"{key} json" if key in NESTED else f"{key} {column_type(scalar[key])}" for key in WIRE_KEYS
+    )
 
 
 _ORDER_COLUMNS = ORDER_FIELDS  # orders: every scalar of the order, order_uid first
@@ -121,13 +128,17 @@ def _order_document() -> str:
         elif key == "payment":
             parts.append(f"'payment', {_object(PAYMENT_FIELDS, 'p')}")
         elif key == "items":
-            parts.append(f"'items', (SELECT json_agg({_object(ITEM_FIELDS, 'i')} ORDER BY "
-                         "i.position)\n        FROM items i WHERE i.order_uid = o.order_uid)")
+            parts.append(
+                f"'items', (SELECT json_agg({_object(ITEM_FIELDS, 'i')} ORDER BY "
+                "i.position)\n        FROM items i WHERE i.order_uid = o.order_uid)"
+            )
         else:
             parts.append(_pair(scalar[key], "o"))
-    return ("(\nSELECT json_build_object(\n    " + ",\n    ".join(parts) + ")::text\n"
-            "FROM deliveries d, payments p\n"
-            "WHERE d.order_uid = o.order_uid AND p.order_uid = o.order_uid)")
+    return (
+        "(\nSELECT json_build_object(\n    " + ",\n    ".join(parts) + ")::text\n"
+        "FROM deliveries d, payments p\n"
+        "WHERE d.order_uid = o.order_uid AND p.order_uid = o.order_uid)"
+    )
 
 
 # An order's wire JSON built from its rows, for an order stored without its body (before

@@ -13,24 +13,43 @@ no certificate is checked) asyncpg reads PG_URL as it is, minus the parameters i
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 # Every TLS parameter of libpq 18.
-TLS_PARAMETERS = frozenset({
-    "sslmode", "sslnegotiation", "sslcompression", "sslcert", "sslkey", "sslcertmode",
-    "sslpassword", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "ssl_min_protocol_version",
-    "ssl_max_protocol_version", "sslkeylogfile",
-})
+TLS_PARAMETERS = frozenset(
+    {
+        "sslmode",
+        "sslnegotiation",
+        "sslcompression",
+        "sslcert",
+        "sslkey",
+        "sslcertmode",
+        "sslpassword",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "sslsni",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+        "sslkeylogfile",
+    }
+)
 # Those asyncpg does not know: it would send them to the server as run-time settings.
-UNKNOWN_TO_ASYNCPG = frozenset({"sslcompression", "sslcertmode", "sslcrldir", "sslsni",
-                                "sslkeylogfile"})
+UNKNOWN_TO_ASYNCPG = frozenset(
+    {"sslcompression", "sslcertmode", "sslcrldir", "sslsni", "sslkeylogfile"}
+)
 MANDATORY_MODES = ("require", "verify-ca", "verify-full")
-TLS_VERSIONS = {"TLSv1": ssl.TLSVersion.TLSv1, "TLSv1.1": ssl.TLSVersion.TLSv1_1,
-                "TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+TLS_VERSIONS = {
+    "TLSv1": ssl.TLSVersion.TLSv1,
+    "TLSv1.1": ssl.TLSVersion.TLSv1_1,
+    "TLSv1.2": ssl.TLSVersion.TLSv1_2,
+    "TLSv1.3": ssl.TLSVersion.TLSv1_3,
+}
 # libpq's defaults, used when PG_URL names no file.
 HOME_FILES = Path.home() / ".postgresql"
 
@@ -39,17 +58,18 @@ class TlsSettingError(ValueError):
     """A TLS parameter of PG_URL cannot be used (bad value, unreadable file)."""
 
 
-def asyncpg_arguments(pg_url: str) -> tuple[str, Optional[ssl.SSLContext]]:
+def asyncpg_arguments(pg_url: str) -> tuple[str, ssl.SSLContext | None]:
     """The DSN and SSL context to give asyncpg for PG_URL (no context: asyncpg decides)."""
     parts = urlsplit(pg_url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     tls = {name: value for name, value in query if name in TLS_PARAMETERS}
     mode = tls.get("sslmode") or ("verify-full" if tls.get("sslrootcert") == "system" else "")
     if mode and mode not in ("disable", "allow", "prefer", *MANDATORY_MODES):
-        raise TlsSettingError(f"sslmode={mode}: expected disable, allow, prefer, require, "
-                              "verify-ca or verify-full")
+        raise TlsSettingError(
+            f"sslmode={mode}: expected disable, allow, prefer, require, verify-ca or verify-full"
+        )
     if mode in MANDATORY_MODES:
-        context: Optional[ssl.SSLContext] = tls_context({**tls, "sslmode": mode})
+        context: ssl.SSLContext | None = tls_context({**tls, "sslmode": mode})
         # asyncpg still reads sslnegotiation (direct TLS) from the URL beside a context.
         dropped = TLS_PARAMETERS - {"sslnegotiation"}
     else:
@@ -75,13 +95,17 @@ def tls_context(tls: Mapping[str, str]) -> ssl.SSLContext:
         # libpq: with a root certificate, require checks the chain as verify-ca does.
         context.verify_mode = ssl.CERT_REQUIRED
     elif mode != "require":
-        raise TlsSettingError(f"sslmode={mode} needs sslrootcert=<CA file> (or ~/.postgresql/root.crt)")
+        raise TlsSettingError(
+            f"sslmode={mode} needs sslrootcert=<CA file> (or ~/.postgresql/root.crt)"
+        )
     context.check_hostname = mode == "verify-full"
     _load_revocations(context, tls)
     _load_client_certificate(context, tls)
     if tls.get("sslsni", "1") != "1":
-        raise TlsSettingError("sslsni=0 is not supported by the worker's driver (asyncpg sends "
-                              "the host name whenever it is not an IP address)")
+        raise TlsSettingError(
+            "sslsni=0 is not supported by the worker's driver (asyncpg sends "
+            "the host name whenever it is not an IP address)"
+        )
     context.minimum_version = _tls_version(tls, "ssl_min_protocol_version", "TLSv1.2")
     if tls.get("ssl_max_protocol_version"):
         context.maximum_version = _tls_version(tls, "ssl_max_protocol_version", "")
@@ -109,8 +133,10 @@ def _load_client_certificate(context: ssl.SSLContext, tls: Mapping[str, str]) ->
     if certmode not in ("disable", "allow", "require"):
         raise TlsSettingError(f"sslcertmode={certmode}: expected disable, allow or require")
     if certmode == "require":
-        raise TlsSettingError("sslcertmode=require is not supported by the worker's driver; "
-                              "use allow with sslcert and sslkey")
+        raise TlsSettingError(
+            "sslcertmode=require is not supported by the worker's driver; "
+            "use allow with sslcert and sslkey"
+        )
     cert = tls.get("sslcert") or _home_file("postgresql.crt")
     if certmode == "disable" or not cert:
         return
@@ -155,4 +181,5 @@ async def connect_naming_tls(*args: Any, **kwargs: Any) -> asyncpg.Connection:
     except ssl.SSLError as exc:
         raise TlsHandshakeFailed(
             f"TLS with PostgreSQL failed (check PG_URL's sslmode, sslrootcert, sslcert, "
-            f"sslkey): {getattr(exc, 'verify_message', '') or exc.reason or exc}") from exc
+            f"sslkey): {getattr(exc, 'verify_message', '') or exc.reason or exc}"
+        ) from exc

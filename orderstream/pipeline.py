@@ -14,8 +14,9 @@ import logging
 import re
 import time
 from collections import deque
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -49,19 +50,26 @@ PING_TIMEOUT = 0.5
 OFFSETS_TIMEOUT = 1.0
 RECENT_DEFAULT, RECENT_MAX = 20, 100
 _LIMIT = re.compile(r"[0-9]{1,3}")
-FLOWS = {"consumed": metrics.orders_consumed, "stored": metrics.orders_stored,
-         "dead_lettered": metrics.orders_dead_lettered}
+FLOWS = {
+    "consumed": metrics.orders_consumed,
+    "stored": metrics.orders_stored,
+    "dead_lettered": metrics.orders_dead_lettered,
+}
 
 
 def counter_total(counter: Counter) -> float:
     """A counter's value, summed over its labels (the dead-letter reasons)."""
-    return sum(sample.value for family in counter.collect() for sample in family.samples
-               if sample.name.endswith("_total"))
+    return sum(
+        sample.value
+        for family in counter.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    )
 
 
 def utc_text(moment: datetime) -> str:
     """``2026-12-02T03:30:00.123Z``: UTC, milliseconds."""
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 class FlowSampler:
@@ -118,10 +126,15 @@ async def message_count(client: AIOKafkaClient, topic: str) -> int:
     return total
 
 
-def cache_block(hits: float, misses: float, size: Optional[int], enabled: bool) -> dict[str, Any]:
+def cache_block(hits: float, misses: float, size: int | None, enabled: bool) -> dict[str, Any]:
     lookups = hits + misses
-    return {"enabled": enabled, "size": size, "hits": int(hits), "misses": int(misses),
-            "hit_ratio": round(hits / lookups, 3) if lookups else None}
+    return {
+        "enabled": enabled,
+        "size": size,
+        "hits": int(hits),
+        "misses": int(misses),
+        "hit_ratio": round(hits / lookups, 3) if lookups else None,
+    }
 
 
 class PipelineStatus:
@@ -137,7 +150,7 @@ class PipelineStatus:
     def own_url(self) -> URL:
         return URL(str(self.app.conf.canonical_url))
 
-    def refused(self, request: aioweb.Request) -> Optional[aioweb.Response]:
+    def refused(self, request: aioweb.Request) -> aioweb.Response | None:
         """A 401 when API_TOKENS is set and the request lacks one of them."""
         authorization = request.headers.get(AUTHORIZATION)
         if self.api_tokens.allows(authorization):
@@ -152,8 +165,9 @@ class PipelineStatus:
         if scope == "worker":
             return json_response(await self.worker_block())
         if scope != "group":
-            return json_response({"error": "scope must be group or worker",
-                                  "scope": scope[:100]}, 400)
+            return json_response(
+                {"error": "scope must be group or worker", "scope": scope[:100]}, 400
+            )
         return json_response(await self.group_status(request.headers.get(AUTHORIZATION)))
 
     async def worker_block(self) -> dict[str, Any]:
@@ -161,45 +175,79 @@ class PipelineStatus:
         app = self.app
         is_ready, readiness = await health.readiness(app, PING_TIMEOUT)
         topic = app.orders_topic.get_topic_name()
-        offsets = [{"partition": tp.partition, "end_offset": end, "committed": committed,
-                    "lag": max(end - committed, 0)}
-                   for tp, end, committed in metrics.consumer_offsets(app.consumer, topic)]
-        partitions = sorted(tp.partition for tp in app.assignor.assigned_actives()
-                            if tp.topic == topic)
+        offsets = [
+            {
+                "partition": tp.partition,
+                "end_offset": end,
+                "committed": committed,
+                "lag": max(end - committed, 0),
+            }
+            for tp, end, committed in metrics.consumer_offsets(app.consumer, topic)
+        ]
+        partitions = sorted(
+            tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic
+        )
         totals = self.sampler.totals()
-        return {"url": str(self.own_url), "self": True, "reachable": True, "ready": is_ready,
-                "checks": readiness["checks"], "partitions": partitions, "offsets": offsets,
-                "rates": self.sampler.rates(),
-                "totals": {name: int(value) for name, value in totals.items()},
-                "cache": cache_block(counter_total(metrics.cache_hits),
-                                     counter_total(metrics.cache_misses),
-                                     app.recent_orders.size(), app.recent_orders.enabled)}
+        return {
+            "url": str(self.own_url),
+            "self": True,
+            "reachable": True,
+            "ready": is_ready,
+            "checks": readiness["checks"],
+            "partitions": partitions,
+            "offsets": offsets,
+            "rates": self.sampler.rates(),
+            "totals": {name: int(value) for name, value in totals.items()},
+            "cache": cache_block(
+                counter_total(metrics.cache_hits),
+                counter_total(metrics.cache_misses),
+                app.recent_orders.size(),
+                app.recent_orders.enabled,
+            ),
+        }
 
     def peers(self) -> dict[URL, list[int]]:
         """The other workers of the assignment, each with its partitions of the orders topic."""
         router = self.app.router
         topic = self.app.orders_topic.get_topic_name()
-        owned = {URL(url): sorted(topics.get(topic, ()))
-                 for url, topics in router.external_topics_metadata().items()}
+        owned = {
+            URL(url): sorted(topics.get(topic, ()))
+            for url, topics in router.external_topics_metadata().items()
+        }
         for url in router.tables_metadata():
             owned.setdefault(URL(url), [])
-        return {url: partitions for url, partitions in owned.items()
-                if not is_same_worker(url, self.own_url)}
+        return {
+            url: partitions
+            for url, partitions in owned.items()
+            if not is_same_worker(url, self.own_url)
+        }
 
-    async def ask_peer(self, url: URL, partitions: list[int],
-                       authorization: Optional[str]) -> dict[str, Any]:
+    async def ask_peer(
+        self, url: URL, partitions: list[int], authorization: str | None
+    ) -> dict[str, Any]:
         """The peer's own block, or an unreachable entry naming why (never waits past 1 s)."""
         headers = {} if authorization is None else {AUTHORIZATION: authorization}
-        unreachable = {"url": str(url), "self": False, "reachable": False, "ready": False,
-                       "partitions": partitions}
+        unreachable = {
+            "url": str(url),
+            "self": False,
+            "reachable": False,
+            "ready": False,
+            "partitions": partitions,
+        }
         try:
             async with self.app.http_client.get(
-                    url.with_path(PIPELINE_ROUTE).with_query(scope="worker"), headers=headers,
-                    timeout=PEER_TIMEOUT) as reply:
+                url.with_path(PIPELINE_ROUTE).with_query(scope="worker"),
+                headers=headers,
+                timeout=PEER_TIMEOUT,
+            ) as reply:
                 body = await reply.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            return {**unreachable, "error": "no answer within 1 s"
-                    if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__}
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return {
+                **unreachable,
+                "error": "no answer within 1 s"
+                if isinstance(exc, asyncio.TimeoutError)
+                else type(exc).__name__,
+            }
         if reply.status != 200:
             return {**unreachable, "error": f"answered HTTP {reply.status}"}
         try:
@@ -208,27 +256,32 @@ class PipelineStatus:
             return {**unreachable, "error": "answered something other than JSON"}
         return {**block, "self": False}
 
-    async def dead_letter_total(self) -> Optional[int]:
+    async def dead_letter_total(self) -> int | None:
         topic = self.app.dead_letter_topic.get_topic_name()
         try:
             return await asyncio.wait_for(
-                message_count(self.app.batch_producer.client, topic), OFFSETS_TIMEOUT)
-        except (KafkaError, OSError, asyncio.TimeoutError, RuntimeError) as exc:
+                message_count(self.app.batch_producer.client, topic), OFFSETS_TIMEOUT
+            )
+        except (TimeoutError, KafkaError, OSError, RuntimeError) as exc:
             logger.info("Dead-letter count of %s unavailable: %r", topic, exc)
             return None
 
-    async def group_status(self, authorization: Optional[str]) -> dict[str, Any]:
+    async def group_status(self, authorization: str | None) -> dict[str, Any]:
         """Every worker's block (this one first), with the group's sums and partition owners."""
         app, settings = self.app, self.app.settings
         peers = self.peers()
         own, dead_letters, *others = await asyncio.gather(
-            self.worker_block(), self.dead_letter_total(),
-            *(self.ask_peer(url, partitions, authorization)
-              for url, partitions in sorted(peers.items())))
+            self.worker_block(),
+            self.dead_letter_total(),
+            *(
+                self.ask_peer(url, partitions, authorization)
+                for url, partitions in sorted(peers.items())
+            ),
+        )
         workers = [own, *others]
         reachable = [worker for worker in workers if worker["reachable"]]
         return {
-            "generated_at": utc_text(datetime.now(timezone.utc)),
+            "generated_at": utc_text(datetime.now(UTC)),
             "answered_by": own["url"],
             "group": settings.kafka_group_id,
             "topic": app.orders_topic.get_topic_name(),
@@ -248,8 +301,10 @@ class PipelineStatus:
             return refusal
         raw = request.query.get("limit", str(RECENT_DEFAULT))
         if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= RECENT_MAX:
-            return json_response({"error": f"limit must be an integer from 1 to {RECENT_MAX}",
-                                  "limit": raw[:100]}, 400)
+            return json_response(
+                {"error": f"limit must be an integer from 1 to {RECENT_MAX}", "limit": raw[:100]},
+                400,
+            )
         try:
             rows = await self.app.repo.recent_stored(int(raw))
         except DatabaseUnavailable as exc:
@@ -258,31 +313,58 @@ class PipelineStatus:
             self.db_down = True
             return json_response({"error": "database unavailable"}, 503)
         self.db_down = False
-        return json_response({"orders": [
-            {"order_uid": uid, "track_number": track, "date_created": format_timestamp(created),
-             "stored_at": utc_text(stored)} for uid, track, created, stored in rows]})
+        return json_response(
+            {
+                "orders": [
+                    {
+                        "order_uid": uid,
+                        "track_number": track,
+                        "date_created": format_timestamp(created),
+                        "stored_at": utc_text(stored),
+                    }
+                    for uid, track, created, stored in rows
+                ]
+            }
+        )
 
 
 def group_cache(blocks: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The reachable workers' caches together: sizes, hits and misses summed."""
     blocks = list(blocks)
     sizes = [block["size"] for block in blocks if block["size"] is not None]
-    return cache_block(sum(block["hits"] for block in blocks),
-                       sum(block["misses"] for block in blocks),
-                       sum(sizes) if sizes else None,
-                       any(block["enabled"] for block in blocks))
+    return cache_block(
+        sum(block["hits"] for block in blocks),
+        sum(block["misses"] for block in blocks),
+        sum(sizes) if sizes else None,
+        any(block["enabled"] for block in blocks),
+    )
 
 
 def partition_owners(workers: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """Every partition of the orders topic with its owner (null: none now) and its lag as the
     owner reports it (null when the owner is unreachable or has not fetched it yet)."""
     rows: dict[int, dict[str, Any]] = {
-        partition: {"partition": partition, "owner": None, "end_offset": None,
-                    "committed": None, "lag": None} for partition in range(count)}
+        partition: {
+            "partition": partition,
+            "owner": None,
+            "end_offset": None,
+            "committed": None,
+            "lag": None,
+        }
+        for partition in range(count)
+    }
     for worker in workers:
         for partition in worker["partitions"]:
-            row = rows.setdefault(partition, {"partition": partition, "owner": None,
-                                              "end_offset": None, "committed": None, "lag": None})
+            row = rows.setdefault(
+                partition,
+                {
+                    "partition": partition,
+                    "owner": None,
+                    "end_offset": None,
+                    "committed": None,
+                    "lag": None,
+                },
+            )
             if row["owner"] is None:
                 row["owner"] = worker["url"]
         for offsets in worker.get("offsets", ()):
@@ -293,8 +375,12 @@ def partition_owners(workers: list[dict[str, Any]], count: int) -> list[dict[str
 
 
 def json_response(body: dict[str, Any], status: int = 200) -> aioweb.Response:
-    return aioweb.Response(body=orjson.dumps(body), status=status,
-                           content_type="application/json", headers={"Cache-Control": "no-store"})
+    return aioweb.Response(
+        body=orjson.dumps(body),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def register(app: OrderApp, router: aioweb.UrlDispatcher) -> None:

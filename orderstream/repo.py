@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
-from typing import AsyncIterator, Iterable, Iterator, Optional, Sequence
 
 import asyncpg
 import orjson
@@ -78,17 +78,21 @@ SELECT_BODY = f"SELECT o.body, CASE WHEN o.body IS NULL THEN {ORDER_DOCUMENT} EN
 
 GET_ORDER = SELECT_BODY + "WHERE o.order_uid = $1"
 
-LOAD_RECENT = (SELECT_BODY.replace("SELECT o.body,", "SELECT o.body, o.kafka_offset,")
-               + "ORDER BY o.date_created DESC, o.order_uid LIMIT $1")
+LOAD_RECENT = (
+    SELECT_BODY.replace("SELECT o.body,", "SELECT o.body, o.kafka_offset,")
+    + "ORDER BY o.date_created DESC, o.order_uid LIMIT $1"
+)
 
 # The orders written last (stored_at is set on every upsert), by sql/0004's index, no scan.
 # One batch shares one stored_at (its transaction's time): ties are broken by order_uid.
-RECENT_STORED = ("SELECT order_uid, track_number, date_created, stored_at FROM orders "
-                 "ORDER BY stored_at DESC, order_uid DESC LIMIT $1")
+RECENT_STORED = (
+    "SELECT order_uid, track_number, date_created, stored_at FROM orders "
+    "ORDER BY stored_at DESC, order_uid DESC LIMIT $1"
+)
 
 # An order to store: its order_uid, its wire JSON (from encode_order) and its version (the
 # offset of its message on its own partition; None: unknown, written whatever is stored).
-EncodedOrder = tuple[str, bytes, Optional[int]]
+EncodedOrder = tuple[str, bytes, int | None]
 
 
 def latest_per_uid(orders: Iterable[EncodedOrder]) -> list[EncodedOrder]:
@@ -109,7 +113,7 @@ def json_array(bodies: Iterable[bytes]) -> str:
     return (b"[" + b",".join(bodies) + b"]").decode()
 
 
-def wire_json(body: Optional[str], built: Optional[str]) -> bytes:
+def wire_json(body: str | None, built: str | None) -> bytes:
     """A SELECT_BODY row as the wire JSON: the stored body as it is, else the built document
     made compact (PostgreSQL's JSON text has spaces around its colons)."""
     if body is not None:
@@ -130,7 +134,7 @@ class OrderRepository:
         self.dsn = dsn
         self.pool_size = pool_size
         self.command_timeout = command_timeout
-        self._pool: Optional[asyncpg.Pool] = None
+        self._pool: asyncpg.Pool | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -146,8 +150,11 @@ class OrderRepository:
         """
         dsn, ssl_context = asyncpg_arguments(self.dsn)
         self._pool = await asyncpg.create_pool(
-            dsn, ssl=ssl_context, connect=connect_naming_tls,
-            min_size=0, max_size=self.pool_size,
+            dsn,
+            ssl=ssl_context,
+            connect=connect_naming_tls,
+            min_size=0,
+            max_size=self.pool_size,
             command_timeout=self.command_timeout,
             # json_build_object renders timestamps in the session time zone.
             server_settings={"timezone": "UTC"},
@@ -183,7 +190,8 @@ class OrderRepository:
     async def upsert_many(self, orders: Sequence[Order]) -> set[str]:
         """Store a batch in one transaction; an order stored again replaces the old copy."""
         return await self.upsert_encoded(
-            [(order.order_uid, encode_order(order), None) for order in orders])
+            [(order.order_uid, encode_order(order), None) for order in orders]
+        )
 
     async def upsert_encoded(self, orders: Iterable[EncodedOrder]) -> set[str]:
         """upsert_many for orders already encoded, with their versions; return the order_uids
@@ -196,12 +204,12 @@ class OrderRepository:
             rows = await conn.fetch(UPSERT_BATCH, document, [version for _, _, version in batch])
         return {row[0] for row in rows}
 
-    async def get(self, order_uid: str) -> Optional[Order]:
+    async def get(self, order_uid: str) -> Order | None:
         """The whole order in one round trip, or None when there is none."""
         body = await self.get_body(order_uid)
         return None if body is None else order_from_dict(orjson.loads(body))
 
-    async def get_body(self, order_uid: str) -> Optional[bytes]:
+    async def get_body(self, order_uid: str) -> bytes | None:
         """The order's wire JSON, byte for byte what encode_order gives; None when absent.
 
         Not validated again: it was valid when stored.
@@ -221,10 +229,12 @@ class OrderRepository:
             rows = await conn.fetch(RECENT_STORED, limit)
         return [(row[0], row[1], row[2], row[3]) for row in rows]
 
-    async def load_recent_versions(self, limit: int) -> list[tuple[Order, Optional[int]]]:
+    async def load_recent_versions(self, limit: int) -> list[tuple[Order, int | None]]:
         """load_recent with each order's version (the cache warm-up)."""
         async with self.connection() as conn:
             rows = await conn.fetch(LOAD_RECENT, limit)
         # The stored body, else the document built from the rows: parsed either way.
-        return [(order_from_dict(orjson.loads(body if body is not None else built)), version)
-                for body, version, built in rows]
+        return [
+            (order_from_dict(orjson.loads(body if body is not None else built)), version)
+            for body, version, built in rows
+        ]

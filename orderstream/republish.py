@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
@@ -38,23 +38,27 @@ class Outgoing:
     """One message to publish."""
 
     topic: str
-    key: Optional[bytes]
-    value: Optional[bytes]
+    key: bytes | None
+    value: bytes | None
     headers: Headers
-    partition: Optional[int] = None
+    partition: int | None = None
 
     @property
     def size(self) -> int:
-        return (len(self.key or b"") + len(self.value or b"")
-                + sum(len(name) + len(value) for name, value in self.headers))
+        return (
+            len(self.key or b"")
+            + len(self.value or b"")
+            + sum(len(name) + len(value) for name, value in self.headers)
+        )
 
 
 # Given a message Kafka refused as too large, the message to publish instead (or None: give up).
-Shrink = Callable[[Outgoing], Optional[Outgoing]]
+Shrink = Callable[[Outgoing], Outgoing | None]
 
 
-async def publish_all(producer: AIOKafkaProducer, messages: Sequence[Outgoing],
-                      shrink: Shrink) -> list[int]:
+async def publish_all(
+    producer: AIOKafkaProducer, messages: Sequence[Outgoing], shrink: Shrink
+) -> list[int]:
     """Publish ``messages`` and wait until Kafka has each; return the indexes of those it
     refused for good.
 
@@ -73,9 +77,13 @@ async def publish_all(producer: AIOKafkaProducer, messages: Sequence[Outgoing],
                 if smaller is None or smaller.size >= message.size:
                     refused.append(index)
                     break
-                logger.warning("Kafka refused a %d-byte message for %s (%s); publishing %d bytes "
-                               "instead", message.size, message.topic, type(exc).__name__,
-                               smaller.size)
+                logger.warning(
+                    "Kafka refused a %d-byte message for %s (%s); publishing %d bytes instead",
+                    message.size,
+                    message.topic,
+                    type(exc).__name__,
+                    smaller.size,
+                )
                 message = smaller
                 future = await _send(producer, message)
     return refused
@@ -84,8 +92,13 @@ async def publish_all(producer: AIOKafkaProducer, messages: Sequence[Outgoing],
 async def _send(producer: AIOKafkaProducer, message: Outgoing) -> asyncio.Future[object]:
     """The delivery future of ``message``; the client's own size refusal comes through it too."""
     try:
-        return await producer.send(message.topic, message.value, key=message.key,
-                                   partition=message.partition, headers=message.headers)
+        return await producer.send(
+            message.topic,
+            message.value,
+            key=message.key,
+            partition=message.partition,
+            headers=message.headers,
+        )
     except TOO_LARGE as exc:
         failed: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         failed.set_exception(exc)
@@ -96,13 +109,16 @@ def dead_letter_stub(letter: Outgoing, *, keep: Sequence[str]) -> Outgoing:
     """A bounded stand-in for a dead letter: the headers named in ``keep`` (the reason, the
     source position), the original size, and a prefix of the key and the value."""
     kept = [(name, value[:STUB_ERROR_BYTES]) for name, value in letter.headers if name in keep]
-    return replace(letter, key=(letter.key or b"")[:STUB_KEY_BYTES] or None,
-                   value=(letter.value or b"")[:STUB_VALUE_BYTES],
-                   headers=[*kept, ("x-original-size", str(letter.size).encode()),
-                            ("x-truncated", b"true")])
+    return replace(
+        letter,
+        key=(letter.key or b"")[:STUB_KEY_BYTES] or None,
+        value=(letter.value or b"")[:STUB_VALUE_BYTES],
+        headers=[*kept, ("x-original-size", str(letter.size).encode()), ("x-truncated", b"true")],
+    )
 
 
 def without_headers(message: Outgoing, *, keep: Sequence[str]) -> Outgoing:
     """``message`` with only the headers named in ``keep``."""
-    return replace(message, headers=[(name, value) for name, value in message.headers
-                                     if name in keep])
+    return replace(
+        message, headers=[(name, value) for name, value in message.headers if name in keep]
+    )

@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 import threading
-from typing import Awaitable, NoReturn, TypeVar
+from collections.abc import Awaitable
+from typing import NoReturn, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +28,11 @@ EXIT_UNFINISHED = 75
 
 def exit_unfinished(reason: str) -> NoReturn:
     """Leave now, committing nothing; log why (with the traceback when handling one)."""
-    logger.critical("%s: exiting without committing the batch in hand; it will be consumed "
-                    "again", reason, exc_info=sys.exc_info()[0] is not None)
+    logger.critical(
+        "%s: exiting without committing the batch in hand; it will be consumed again",
+        reason,
+        exc_info=sys.exc_info()[0] is not None,
+    )
     logging.shutdown()
     os._exit(EXIT_UNFINISHED)
 
@@ -53,8 +57,9 @@ async def run_to_completion(work: Awaitable[T]) -> T:
 
 def arm_shutdown_deadline(loop: asyncio.AbstractEventLoop, timeout: float) -> None:
     """Once stopping starts, a second SIGTERM/SIGINT or ``timeout`` seconds end the process."""
-    timer = threading.Timer(timeout, exit_unfinished,
-                            args=(f"Shutdown took longer than {timeout:g} s",))
+    timer = threading.Timer(
+        timeout, exit_unfinished, args=(f"Shutdown took longer than {timeout:g} s",)
+    )
     timer.daemon = True
     timer.start()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -17,16 +17,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from typing import (TYPE_CHECKING, Any, Awaitable, Callable, ContextManager, Coroutine, Iterator,
-                    Mapping, Optional, Sequence, TypeVar)
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ContextManager,
+    TypeVar,
+)
 
 from .config import Settings
 
 if TYPE_CHECKING:
     from aiohttp import web as aioweb
     from faust.types import EventT
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.propagators.textmap import Getter
+    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, SpanContext, Tracer
 
 T = TypeVar("T")
@@ -39,8 +44,8 @@ MAX_BATCH_LINKS = 64
 ORDER_UID = "orderstream.order_uid"
 SOURCE = "orderstream.source"
 
-_provider: Optional[TracerProvider] = None
-_tracer: Optional[Tracer] = None
+_provider: TracerProvider | None = None
+_tracer: Tracer | None = None
 _NOTHING: ContextManager[Any] = contextlib.nullcontext()  # reusable: enters and exits, nothing else
 
 Handler = Callable[["aioweb.Request"], Awaitable["aioweb.StreamResponse"]]
@@ -70,9 +75,11 @@ def setup(settings: Settings) -> bool:
 
     provider = TracerProvider(
         # OTEL_RESOURCE_ATTRIBUTES adds to these; OTEL_SERVICE_NAME is the settings' (checked).
-        resource=Resource.create({SERVICE_NAME: settings.otel_service_name,
-                                  SERVICE_VERSION: __version__}),
-        sampler=sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg))
+        resource=Resource.create(
+            {SERVICE_NAME: settings.otel_service_name, SERVICE_VERSION: __version__}
+        ),
+        sampler=sampler(settings.otel_traces_sampler, settings.otel_traces_sampler_arg),
+    )
     for name in settings.otel_traces_exporter:
         provider.add_span_processor(BatchSpanProcessor(exporter(name)))
     install(provider)
@@ -83,11 +90,14 @@ def sampler(name: str, ratio: float) -> Any:
     """OTEL_TRACES_SAMPLER (and its ratio argument) as the SDK's sampler."""
     from opentelemetry.sdk.trace import sampling
 
-    return {"always_on": sampling.ALWAYS_ON, "always_off": sampling.ALWAYS_OFF,
-            "traceidratio": sampling.TraceIdRatioBased(ratio),
-            "parentbased_always_on": sampling.ParentBased(sampling.ALWAYS_ON),
-            "parentbased_always_off": sampling.ParentBased(sampling.ALWAYS_OFF),
-            "parentbased_traceidratio": sampling.ParentBasedTraceIdRatio(ratio)}[name]
+    return {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": sampling.TraceIdRatioBased(ratio),
+        "parentbased_always_on": sampling.ParentBased(sampling.ALWAYS_ON),
+        "parentbased_always_off": sampling.ParentBased(sampling.ALWAYS_OFF),
+        "parentbased_traceidratio": sampling.ParentBasedTraceIdRatio(ratio),
+    }[name]
 
 
 def exporter(name: str) -> Any:
@@ -100,8 +110,9 @@ def exporter(name: str) -> Any:
 
         # One JSON object a line, on standard error: the worker's output beside its log, and
         # `produce` keeps its standard output for the order ids it prints.
-        return ConsoleSpanExporter(out=sys.stderr,
-                                   formatter=lambda span: span.to_json(indent=None) + os.linesep)
+        return ConsoleSpanExporter(
+            out=sys.stderr, formatter=lambda span: span.to_json(indent=None) + os.linesep
+        )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
     return OTLPSpanExporter()
@@ -159,7 +170,7 @@ def kafka_headers_getter() -> Getter[KafkaHeaders]:
     from opentelemetry.propagators.textmap import Getter
 
     class KafkaHeadersGetter(Getter[KafkaHeaders]):
-        def get(self, carrier: KafkaHeaders, key: str) -> Optional[list[str]]:
+        def get(self, carrier: KafkaHeaders, key: str) -> list[str] | None:
             values = [value.decode("latin-1") for name, value in carrier if name == key and value]
             return values or None
 
@@ -176,16 +187,22 @@ def _producing(topic: str, order_uid: str) -> Iterator[list[tuple[str, bytes]]]:
 
     assert _tracer is not None
     with _tracer.start_as_current_span(
-            f"send {topic}", kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.operation.type": "send",
-                        "messaging.destination.name": topic,
-                        "messaging.kafka.message.key": order_uid, ORDER_UID: order_uid}):
+        f"send {topic}",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.kafka.message.key": order_uid,
+            ORDER_UID: order_uid,
+        },
+    ):
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         yield [(name, value.encode()) for name, value in carrier.items()]
 
 
-def producing(topic: str, order_uid: str) -> ContextManager[Optional[list[tuple[str, bytes]]]]:
+def producing(topic: str, order_uid: str) -> ContextManager[list[tuple[str, bytes]] | None]:
     """A PRODUCER span for one message; enters as the Kafka headers to send it with
     (``traceparent``, and ``tracestate``/``baggage`` when there are any), None when off."""
     return _NOTHING if _tracer is None else _producing(topic, order_uid)
@@ -205,7 +222,8 @@ def message_contexts(events: Sequence[EventT]) -> tuple[list[SpanContext], int, 
             continue
         pairs = list(headers.items()) if isinstance(headers, Mapping) else headers
         span_context = trace.get_current_span(
-            propagate.extract(pairs, getter=getter)).get_span_context()
+            propagate.extract(pairs, getter=getter)
+        ).get_span_context()
         if not span_context.is_valid:
             continue
         carried += 1
@@ -215,7 +233,7 @@ def message_contexts(events: Sequence[EventT]) -> tuple[list[SpanContext], int, 
     return contexts, carried, trace_ids
 
 
-def start_batch(topic: str, events: Sequence[EventT]) -> Optional[Span]:
+def start_batch(topic: str, events: Sequence[EventT]) -> Span | None:
     """The span of one batch of the orders topic, linked to each message's context; None when
     off. When the batch's messages carry one trace (one `produce` run, one message) the span
     continues it as a child of the first; otherwise it starts a trace of its own."""
@@ -226,15 +244,24 @@ def start_batch(topic: str, events: Sequence[EventT]) -> Optional[Span]:
     from opentelemetry.trace import Link, SpanKind
 
     contexts, carried, trace_ids = message_contexts(events)
-    parent = (trace.set_span_in_context(trace.NonRecordingSpan(contexts[0]))
-              if len(trace_ids) == 1 else Context())
+    parent = (
+        trace.set_span_in_context(trace.NonRecordingSpan(contexts[0]))
+        if len(trace_ids) == 1
+        else Context()
+    )
     return _tracer.start_span(
-        f"process {topic}", context=parent, kind=SpanKind.CONSUMER,
+        f"process {topic}",
+        context=parent,
+        kind=SpanKind.CONSUMER,
         links=[Link(context) for context in contexts],
-        attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
-                    "messaging.destination.name": topic,
-                    "messaging.batch.message_count": len(events),
-                    "orderstream.messages_with_trace_context": carried})
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": len(events),
+            "orderstream.messages_with_trace_context": carried,
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -246,12 +273,12 @@ def _within(batch: Span, name: str) -> Iterator[None]:
         yield
 
 
-def within(batch: Optional[Span], name: str) -> ContextManager[Any]:
+def within(batch: Span | None, name: str) -> ContextManager[Any]:
     """A child span ``name`` of the batch span (validating the batch); nothing when off."""
     return _NOTHING if batch is None else _within(batch, name)
 
 
-def run_in(batch: Optional[Span], work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+def run_in(batch: Span | None, work: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """Run ``work`` as a task inside the batch span, which ends when the task does."""
     if batch is None:
         return asyncio.ensure_future(work)
@@ -268,8 +295,9 @@ def step(name: str, **attributes: int) -> ContextManager[Any]:
     off."""
     if _tracer is None:
         return _NOTHING
-    return _tracer.start_as_current_span(name, attributes={
-        f"orderstream.{key}": value for key, value in attributes.items()})
+    return _tracer.start_as_current_span(
+        name, attributes={f"orderstream.{key}": value for key, value in attributes.items()}
+    )
 
 
 def annotate(**attributes: int) -> None:
@@ -313,6 +341,7 @@ def traced_lookup(handler: Handler) -> Handler:
             if source:
                 span.set_attribute(SOURCE, source)
         return response
+
     return lookup
 
 

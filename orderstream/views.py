@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable, Mapping, Optional, cast
+from typing import TYPE_CHECKING, cast
 
 import orjson
 from aiohttp import web as aioweb
@@ -19,9 +20,7 @@ from faust.web import Request, Response, View
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
 
-from . import auth, health, metrics, tracing, webserver
-from . import pipeline
-from . import dead_letter_api
+from . import auth, dead_letter_api, health, metrics, pipeline, tracing, webserver
 from .cache.routing import AUTHORIZATION, FORWARDED_HEADER, Owners, ask_owner
 from .order import ORDER_UID_MAX_LENGTH, is_valid_order_uid
 from .repo import DatabaseUnavailable
@@ -52,7 +51,7 @@ class OrderLookups:
         self.owners = Owners(app, app.recent_orders.table)
         self.api_tokens = auth.BearerTokens(app.settings.api_tokens)
         self.db_outage = LookupOutage()
-        self._served_by: Optional[str] = None
+        self._served_by: str | None = None
 
     def served_by(self) -> str:
         if self._served_by is None:  # known once Faust has configured the web server
@@ -64,23 +63,29 @@ class OrderLookups:
         started = time.perf_counter()
         order_uid = request.match_info["order_uid"]
 
-        def answer(body: bytes, status: int, source: Optional[str] = None) -> aioweb.Response:
+        def answer(body: bytes, status: int, source: str | None = None) -> aioweb.Response:
             elapsed = time.perf_counter() - started
             metrics.observe_request(ORDER_ROUTE, source, status, elapsed)
             headers = {"X-Duration-ms": f"{elapsed * 1000:.3f}", "X-Served-By": self.served_by()}
             if source:
                 headers["X-Source"] = source
-            return aioweb.Response(body=body, status=status, content_type="application/json",
-                                   headers=headers)
+            return aioweb.Response(
+                body=body, status=status, content_type="application/json", headers=headers
+            )
 
         if self.api_tokens.enabled and not self.api_tokens.allows(
-                request.headers.get(AUTHORIZATION)):
+            request.headers.get(AUTHORIZATION)
+        ):
             metrics.observe_request(ORDER_ROUTE, None, 401, time.perf_counter() - started)
             return auth.unauthorized(request.headers.get(AUTHORIZATION))
         if not is_valid_order_uid(order_uid):
-            return answer(error_body(
-                f"invalid order_uid: use 1 to {ORDER_UID_MAX_LENGTH} letters, digits, '-' or '_'",
-                order_uid=order_uid[:100]), 400)
+            return answer(
+                error_body(
+                    f"invalid order_uid: use 1 to {ORDER_UID_MAX_LENGTH} letters, digits, '-' or '_'",
+                    order_uid=order_uid[:100],
+                ),
+                400,
+            )
         cache = self.cache
         if cache.enabled and not wants_database(request):
             key = order_uid.encode()
@@ -89,8 +94,12 @@ class OrderLookups:
             if owner is not None and FORWARDED_HEADER not in request.headers:
                 routed = await ask_owner(self.app, owner, request)
                 if routed is not None:
-                    metrics.observe_request(ORDER_ROUTE, routed.headers.get("X-Source"),
-                                            routed.status, time.perf_counter() - started)
+                    metrics.observe_request(
+                        ORDER_ROUTE,
+                        routed.headers.get("X-Source"),
+                        routed.status,
+                        time.perf_counter() - started,
+                    )
                     return routed
             else:
                 body = cache.lookup(partition, key)
@@ -112,11 +121,14 @@ class OrderLookups:
     async def order_uid_missing(self, request: aioweb.Request) -> aioweb.Response:
         """GET /order/ without an id: a JSON 400, like every other bad lookup."""
         if self.api_tokens.enabled and not self.api_tokens.allows(
-                request.headers.get(AUTHORIZATION)):
+            request.headers.get(AUTHORIZATION)
+        ):
             return auth.unauthorized(request.headers.get(AUTHORIZATION))
         return aioweb.Response(
-            body=error_body("order_uid is required: GET /order/{order_uid}"), status=400,
-            content_type="application/json")
+            body=error_body("order_uid is required: GET /order/{order_uid}"),
+            status=400,
+            content_type="application/json",
+        )
 
 
 class LookupOutage:
@@ -129,8 +141,9 @@ class LookupOutage:
     def failed(self, order_uid: str, exc: DatabaseUnavailable) -> None:
         if not self.down:
             self.down = True
-            logger.warning("Lookups answer 503: PostgreSQL unavailable (order_uid %s): %s",
-                           order_uid, exc)
+            logger.warning(
+                "Lookups answer 503: PostgreSQL unavailable (order_uid %s): %s", order_uid, exc
+            )
 
     def answered(self) -> None:
         if self.down:
@@ -157,16 +170,21 @@ def faust_pages(app: OrderApp) -> dict[str, FaustPage]:
 
     async def openapi_spec(web: View, request: Request) -> Response:
         """The OpenAPI description of this HTTP API."""
-        return cast(Response, aioweb.FileResponse(settings.openapi_file,
-                                                  headers={"Content-Type": "application/yaml"}))
+        return cast(
+            Response,
+            aioweb.FileResponse(
+                settings.openapi_file, headers={"Content-Type": "application/yaml"}
+            ),
+        )
 
     async def prometheus_metrics(web: View, request: Request) -> Response:
         """Prometheus metrics: ours and Faust's sensor, in the text format."""
         authorization = request.headers.get(AUTHORIZATION)
         if metrics_tokens.enabled and not metrics_tokens.allows(authorization):
             return cast(Response, auth.unauthorized(authorization))
-        return web.bytes(generate_latest(metrics.registry),
-                         headers={"Content-Type": metrics.CONTENT_TYPE})
+        return web.bytes(
+            generate_latest(metrics.registry), headers={"Content-Type": metrics.CONTENT_TYPE}
+        )
 
     async def alive(web: View, request: Request) -> Response:
         """The process is alive and serving HTTP."""
@@ -175,11 +193,18 @@ def faust_pages(app: OrderApp) -> dict[str, FaustPage]:
     async def ready(web: View, request: Request) -> Response:
         """200 when the worker can do its job (health.readiness), else 503 with the checks."""
         is_ready, body = await health.readiness(app)
-        return web.bytes(orjson.dumps(body), content_type="application/json",
-                         status=200 if is_ready else 503)
+        return web.bytes(
+            orjson.dumps(body), content_type="application/json", status=200 if is_ready else 503
+        )
 
-    return {"/health": alive, "/ready": ready, "/": index, "/openapi.yaml": openapi_spec,
-            "/metrics": prometheus_metrics, "/docs": api_reference}
+    return {
+        "/health": alive,
+        "/ready": ready,
+        "/": index,
+        "/openapi.yaml": openapi_spec,
+        "/metrics": prometheus_metrics,
+        "/docs": api_reference,
+    }
 
 
 def register(app: OrderApp) -> None:
@@ -200,8 +225,11 @@ def register(app: OrderApp) -> None:
     pipeline.register(app, router)  # /api/pipeline, /api/orders/recent
     dead_letter_api.register(app, router)  # /api/dead-letters, /api/dead-letters/replay
     tracing.instrument_web(driver.web_app)  # with tracing on, a span per request
-    webserver.install(driver, app.settings, before_start=lambda router: finish_routes(
-        app, router, lookups.api_tokens))
+    webserver.install(
+        driver,
+        app.settings,
+        before_start=lambda router: finish_routes(app, router, lookups.api_tokens),
+    )
 
 
 async def not_found(request: aioweb.Request) -> aioweb.Response:
@@ -218,20 +246,24 @@ async def method_not_allowed(request: aioweb.Request) -> aioweb.Response:
     return error_response(405, "method not allowed", {"Allow": ",".join(allowed)})
 
 
-def error_response(status: int, message: str,
-                   headers: Optional[Mapping[str, str]] = None) -> aioweb.Response:
-    return aioweb.Response(body=error_body(message), status=status,
-                           content_type="application/json", headers=headers)
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> aioweb.Response:
+    return aioweb.Response(
+        body=error_body(message), status=status, content_type="application/json", headers=headers
+    )
 
 
 def asset_route(path: Path) -> Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]:
     async def asset(request: aioweb.Request) -> aioweb.StreamResponse:
         return aioweb.FileResponse(path)
+
     return asset
 
 
-def finish_routes(app: OrderApp, router: aioweb.UrlDispatcher,
-                  api_tokens: auth.BearerTokens) -> None:
+def finish_routes(
+    app: OrderApp, router: aioweb.UrlDispatcher, api_tokens: auth.BearerTokens
+) -> None:
     """Routes added when the server starts, after Faust's own (its blueprints come last).
 
     Errors are routes rather than a middleware, which would cost every lookup a call: each

@@ -35,8 +35,9 @@ import logging
 import resource
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -60,6 +61,7 @@ LISTEN_BACKLOG = 128
 # How much of a malformed request (its line, a header) a log line or error body quotes.
 QUOTED_CHARS = 200
 
+
 def shorten(text: str, limit: int = QUOTED_CHARS) -> str:
     """``text`` on one line, cut to ``limit`` characters, saying how long it was."""
     text = " ".join(text.split())
@@ -79,8 +81,9 @@ def raise_open_files_limit() -> int:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target
         except (ValueError, OSError) as exc:
-            logger.warning("Could not raise the open-files limit from %d to %d: %s",
-                           soft, target, exc)
+            logger.warning(
+                "Could not raise the open-files limit from %d to %d: %s", soft, target, exc
+            )
     return soft
 
 
@@ -91,7 +94,10 @@ def connection_cap(configured: int, open_files_limit: int) -> int:
         logger.warning(
             "HTTP_MAX_CONNECTIONS=%d lowered to %d: the open-files limit is %d and the worker "
             "keeps half of it for Kafka, PostgreSQL and RocksDB; raise `ulimit -n` to allow more",
-            configured, cap, open_files_limit)
+            configured,
+            cap,
+            open_files_limit,
+        )
     return cap
 
 
@@ -102,40 +108,49 @@ class HttpLimits:
     idle_timeout: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "HttpLimits":
-        return cls(settings.http_max_connections, settings.http_header_timeout,
-                   settings.http_idle_timeout)
+    def from_settings(cls, settings: Settings) -> HttpLimits:
+        return cls(
+            settings.http_max_connections, settings.http_header_timeout, settings.http_idle_timeout
+        )
 
 
 def json_error(status: int, message: str, **details: str) -> web.Response:
     # With the headers itself: a request the parser rejected gets no on_response_prepare.
-    return web.Response(status=status, body=orjson.dumps({"error": message, **details}),
-                        content_type="application/json", headers=SECURITY_HEADERS)
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": message, **details}),
+        content_type="application/json",
+        headers=SECURITY_HEADERS,
+    )
 
 
 def raw_response(status: str, body: bytes, *extra_headers: str) -> bytes:
     """A whole HTTP/1.1 response that closes the connection, for answers outside aiohttp."""
-    lines = [f"HTTP/1.1 {status}", "Content-Type: application/json",
-             f"Content-Length: {len(body)}", "Connection: close",
-             *(f"{name}: {value}" for name, value in SECURITY_HEADERS.items()), *extra_headers]
+    lines = [
+        f"HTTP/1.1 {status}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in SECURITY_HEADERS.items()),
+        *extra_headers,
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection handler with a header deadline and quiet, JSON 4xx answers."""
 
-    def __init__(self, manager: "LimitedServer", *, header_timeout: float, **kwargs: Any
-                 ) -> None:
+    def __init__(self, manager: LimitedServer, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limited_server = manager
         self._header_timeout = header_timeout
-        self._header_deadline: Optional[asyncio.TimerHandle] = None
+        self._header_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._header_deadline = self._loop.call_later(self._header_timeout, self._headers_overdue)
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
@@ -147,29 +162,48 @@ class GuardedRequestHandler(RequestHandler):
         self._header_deadline = None
         if self._request_count or self.transport is None:
             return  # a request arrived: from now on aiohttp's keep-alive timeout applies
-        self.transport.write(raw_response("408 Request Timeout", orjson.dumps(
-            {"error": "request headers not received in time",
-             "detail": f"send a request's headers within {self._header_timeout:g} s"})))
-        logger.debug("Closed a connection that sent no request headers in %.1f s",
-                     self._header_timeout)
+        self.transport.write(
+            raw_response(
+                "408 Request Timeout",
+                orjson.dumps(
+                    {
+                        "error": "request headers not received in time",
+                        "detail": f"send a request's headers within {self._header_timeout:g} s",
+                    }
+                ),
+            )
+        )
+        logger.debug(
+            "Closed a connection that sent no request headers in %.1f s", self._header_timeout
+        )
         self.force_close()
 
-    def handle_error(self, request: BaseRequest, status: int = 500,
-                     exc: Optional[BaseException] = None, message: Optional[str] = None
-                     ) -> web.StreamResponse:
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
         """A JSON error; a malformed request (4xx) is one WARNING line, not a traceback."""
         reason = shorten(message or str(exc or "") or f"HTTP {status}")
         if status >= 500:
             # A bug in a handler: keep the traceback, but not a whole 8 KB request line.
-            self.logger.error("Error handling %s %s from %s", request.method,
-                              shorten(request.path), request.remote, exc_info=exc)
+            self.logger.error(
+                "Error handling %s %s from %s",
+                request.method,
+                shorten(request.path),
+                request.remote,
+                exc_info=exc,
+            )
             body = json_error(status, "internal server error")
         else:
             logger.warning("Malformed HTTP request from %s: %s", request.remote, reason)
             body = json_error(status, "malformed HTTP request", detail=reason)
         if request.writer.output_size > 0:
-            raise ConnectionError("Response is sent already, cannot send another response "
-                                  "with the error message")
+            raise ConnectionError(
+                "Response is sent already, cannot send another response with the error message"
+            )
         body.force_close()
         return body
 
@@ -177,11 +211,11 @@ class GuardedRequestHandler(RequestHandler):
 class OverCapConnection(asyncio.Protocol):
     """A connection over the cap: read the request's head, answer it at once, close."""
 
-    def __init__(self, server: "LimitedServer") -> None:
+    def __init__(self, server: LimitedServer) -> None:
         self._server = server
         self._head = b""
-        self._transport: Optional[asyncio.Transport] = None
-        self._deadline: Optional[asyncio.TimerHandle] = None
+        self._transport: asyncio.Transport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
@@ -193,7 +227,7 @@ class OverCapConnection(asyncio.Protocol):
         if b"\r\n\r\n" in self._head or len(self._head) > OVERFLOW_HEAD_BYTES:
             self.answer()
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
         self._server.release_overflow(self)
@@ -211,11 +245,24 @@ class OverCapConnection(asyncio.Protocol):
 class LimitedServer(web.Server):
     """aiohttp's server with a cap on open connections and a header deadline for each."""
 
-    def __init__(self, handler: Any, *, request_factory: Any, handler_cancellation: bool,
-                 loop: asyncio.AbstractEventLoop, limits: HttpLimits, cap: int,
-                 **handler_kwargs: Any) -> None:
-        super().__init__(handler, request_factory=request_factory,
-                         handler_cancellation=handler_cancellation, loop=loop, **handler_kwargs)
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        request_factory: Any,
+        handler_cancellation: bool,
+        loop: asyncio.AbstractEventLoop,
+        limits: HttpLimits,
+        cap: int,
+        **handler_kwargs: Any,
+    ) -> None:
+        super().__init__(
+            handler,
+            request_factory=request_factory,
+            handler_cancellation=handler_cancellation,
+            loop=loop,
+            **handler_kwargs,
+        )
         self.loop = loop
         self.limits = limits
         self.cap = cap
@@ -226,14 +273,24 @@ class LimitedServer(web.Server):
         self._overflow: OrderedDict[OverCapConnection, None] = OrderedDict()
         self._over_cap_since_full = 0
         self._full = False
-        ready = {"ready": False, "checks": {"http_connections": {
-            "ok": False, "detail": f"{cap} connections open, the cap (HTTP_MAX_CONNECTIONS)"}}}
-        busy = {"error": "too many connections",
-                "detail": f"this worker serves at most {cap} connections at once; retry later"}
+        ready = {
+            "ready": False,
+            "checks": {
+                "http_connections": {
+                    "ok": False,
+                    "detail": f"{cap} connections open, the cap (HTTP_MAX_CONNECTIONS)",
+                }
+            },
+        }
+        busy = {
+            "error": "too many connections",
+            "detail": f"this worker serves at most {cap} connections at once; retry later",
+        }
         self.answers = {
             b"/health": raw_response("200 OK", b'{"status":"ok"}'),
-            b"/ready": raw_response("503 Service Unavailable", orjson.dumps(ready),
-                                    "Retry-After: 1"),
+            b"/ready": raw_response(
+                "503 Service Unavailable", orjson.dumps(ready), "Retry-After: 1"
+            ),
             b"": raw_response("503 Service Unavailable", orjson.dumps(busy), "Retry-After: 1"),
         }
 
@@ -244,16 +301,21 @@ class LimitedServer(web.Server):
     def __call__(self) -> Any:
         """A protocol for a new connection (asyncio calls this on every accept)."""
         if len(self._open) < self.cap:
-            handler = GuardedRequestHandler(self, loop=self.loop,
-                                            header_timeout=self.limits.header_timeout,
-                                            **self._handler_kwargs)
+            handler = GuardedRequestHandler(
+                self,
+                loop=self.loop,
+                header_timeout=self.limits.header_timeout,
+                **self._handler_kwargs,
+            )
             self._open.add(handler)
             return handler
         if not self._full:
             self._full = True
-            logger.warning("HTTP connection cap reached: %d connections open "
-                           "(HTTP_MAX_CONNECTIONS); new connections get 503 until some close",
-                           len(self._open))
+            logger.warning(
+                "HTTP connection cap reached: %d connections open "
+                "(HTTP_MAX_CONNECTIONS); new connections get 503 until some close",
+                len(self._open),
+            )
         self._over_cap_since_full += 1
         if len(self._overflow) >= OVERFLOW_CONNECTIONS:
             oldest, _ = self._overflow.popitem(last=False)
@@ -267,9 +329,12 @@ class LimitedServer(web.Server):
         # Back under 90% of the cap: the overload is over (a margin, so the log does not flap).
         if self._full and len(self._open) < self.cap * 0.9:
             self._full = False
-            logger.info("HTTP connections back under the cap: %d open; %d connections were "
-                        "answered over the cap meanwhile", len(self._open),
-                        self._over_cap_since_full)
+            logger.info(
+                "HTTP connections back under the cap: %d open; %d connections were "
+                "answered over the cap meanwhile",
+                len(self._open),
+                self._over_cap_since_full,
+            )
             self._over_cap_since_full = 0
 
     def release_overflow(self, protocol: OverCapConnection) -> None:
@@ -285,8 +350,14 @@ class LimitedServer(web.Server):
 class LimitedAppRunner(web.AppRunner):
     """aiohttp's AppRunner whose server is a LimitedServer (raises the open-files limit)."""
 
-    def __init__(self, app: web.Application, *, limits: HttpLimits,
-                 before_start: Callable[[web.UrlDispatcher], None], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        limits: HttpLimits,
+        before_start: Callable[[web.UrlDispatcher], None],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
         self.limits = limits
         self.before_start = before_start
@@ -296,29 +367,51 @@ class LimitedAppRunner(web.AppRunner):
         plain = await super()._make_server()  # runs the app's startup and freezes it
         open_files = raise_open_files_limit()
         cap = connection_cap(self.limits.max_connections, open_files)
-        logger.info("HTTP limits: %d connections at once (open-files limit %d), headers within "
-                    "%g s, idle keep-alive %g s", cap, open_files, self.limits.header_timeout,
-                    self.limits.idle_timeout)
-        return LimitedServer(plain.request_handler, request_factory=plain.request_factory,
-                             handler_cancellation=plain.handler_cancellation,
-                             loop=asyncio.get_running_loop(), limits=self.limits, cap=cap,
-                             access_log=None)
+        logger.info(
+            "HTTP limits: %d connections at once (open-files limit %d), headers within "
+            "%g s, idle keep-alive %g s",
+            cap,
+            open_files,
+            self.limits.header_timeout,
+            self.limits.idle_timeout,
+        )
+        return LimitedServer(
+            plain.request_handler,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            limits=self.limits,
+            cap=cap,
+            access_log=None,
+        )
 
 
-def install(driver: AiohttpWeb, settings: Settings,
-            before_start: Callable[[web.UrlDispatcher], None]) -> None:
+def install(
+    driver: AiohttpWeb, settings: Settings, before_start: Callable[[web.UrlDispatcher], None]
+) -> None:
     """Serve Faust's web app with the limits of ``settings``; ``before_start`` adds routes.
 
     Call before the worker starts. ``before_start`` runs when the server starts, after
     Faust has added its blueprints' routes.
     """
     driver.web_app.on_response_prepare.append(add_security_headers)
-    driver._runner = LimitedAppRunner(driver.web_app, limits=HttpLimits.from_settings(settings),
-                                      before_start=before_start, access_log=None)
+    driver._runner = LimitedAppRunner(
+        driver.web_app,
+        limits=HttpLimits.from_settings(settings),
+        before_start=before_start,
+        access_log=None,
+    )
     conf = driver.app.conf
     # aiohttp listens with a backlog of 128: in a burst of new connections the kernel drops the
     # SYNs beyond it and clients retry 1, 3, 7... seconds later. Queue up to the cap instead
     # (the kernel lowers it to net.core.somaxconn).
-    driver._transport_handlers = {**driver._transport_handlers, "tcp": lambda: web.TCPSite(
-        driver._runner, conf.web_bind, conf.web_port, ssl_context=conf.web_ssl_context,
-        backlog=max(LISTEN_BACKLOG, settings.http_max_connections))}
+    driver._transport_handlers = {
+        **driver._transport_handlers,
+        "tcp": lambda: web.TCPSite(
+            driver._runner,
+            conf.web_bind,
+            conf.web_port,
+            ssl_context=conf.web_ssl_context,
+            backlog=max(LISTEN_BACKLOG, settings.http_max_connections),
+        ),
+    }

@@ -9,6 +9,7 @@ Usage: kafka_ping.py HOST:PORT [--timeout SECONDS]
 
 Exits 0 when both succeed, 1 otherwise (reason printed on stderr).
 """
+
 import argparse
 import socket
 import struct
@@ -34,7 +35,7 @@ class Reader:
         length = self.take(">h")
         if length < 0:
             return None
-        value = self.data[self.pos:self.pos + length].decode()
+        value = self.data[self.pos : self.pos + length].decode()
         self.pos += length
         return value
 

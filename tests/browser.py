@@ -6,8 +6,9 @@ test_operator_page.py): Debian's chromium and chromium-driver (scripts/browser.s
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from selenium import webdriver
@@ -28,23 +29,31 @@ class Browser:
     def __init__(self, profile: Path, width: int = 1280, height: int = 900) -> None:
         options = Options()
         options.binary_location = str(CHROMIUM)
-        for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                         f"--window-size={width},{height}"):
+        for argument in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+        ):
             options.add_argument(argument)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        self.driver = webdriver.Chrome(options=options,
-                                       service=Service(executable_path=str(CHROMEDRIVER)))
+        self.driver = webdriver.Chrome(
+            options=options, service=Service(executable_path=str(CHROMEDRIVER))
+        )
         self.console: list[str] = []
         self.running = True
 
     def wait_visible(self, element_id: str) -> Any:
         return WebDriverWait(self.driver, WAIT).until(
-            visible.visibility_of_element_located((By.ID, element_id)))
+            visible.visibility_of_element_located((By.ID, element_id))
+        )
 
     def wait_text(self, element_id: str, text: str, timeout: float = WAIT) -> None:
         WebDriverWait(self.driver, timeout).until(
-            visible.text_to_be_present_in_element((By.ID, element_id), text))
+            visible.text_to_be_present_in_element((By.ID, element_id), text)
+        )
 
     def shown(self, element_id: str) -> bool:
         return bool(self.driver.find_element(By.ID, element_id).is_displayed())
@@ -70,8 +79,10 @@ def browsers() -> Iterator[list[Browser]]:
     """Sessions started by the test (quit at the end); the test appends each one it starts."""
     for program in (CHROMIUM, CHROMEDRIVER):
         if not os.access(program, os.X_OK):
-            pytest.fail(f"{program} is missing: run `bash scripts/browser.sh` (make setup does)",
-                        pytrace=False)
+            pytest.fail(
+                f"{program} is missing: run `bash scripts/browser.sh` (make setup does)",
+                pytrace=False,
+            )
     started: list[Browser] = []
     yield started
     for browser in started:
@@ -80,5 +91,4 @@ def browsers() -> Iterator[list[Browser]]:
 
 def csp_violations(console: list[str]) -> list[str]:
     """The console lines in which Chromium reports something the Content-Security-Policy refused."""
-    return [line for line in console
-            if "Content Security Policy" in line or "Refused to" in line]
+    return [line for line in console if "Content Security Policy" in line or "Refused to" in line]

@@ -4,8 +4,9 @@ import asyncio
 import copy
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 from uuid import uuid4
 
 import aiohttp
@@ -16,11 +17,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from yarl import URL
 
+from harness import Worker, admin_execute
 from orderstream.config import Settings
 from orderstream.migrations import migrate_database
 from orderstream.repo import OrderRepository
 
-from harness import Worker, admin_execute
 from .secrets_registry import leaks_in, registered_secrets
 
 _SHARED_MODEL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "model.json"
@@ -37,8 +38,11 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Any:
     leaks = leaks_in(tmp_path_factory.getbasetemp(), registered_secrets())
     if leaks:
         # The report names the secret by its first characters only: CI logs are logs too.
-        pytest.fail("secrets found in logs the tests wrote:\n" + "\n".join(
-            f"  {path}:{line}: {secret[:4]}..." for path, line, secret in leaks), pytrace=False)
+        pytest.fail(
+            "secrets found in logs the tests wrote:\n"
+            + "\n".join(f"  {path}:{line}: {secret[:4]}..." for path, line, secret in leaks),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +64,9 @@ def order_dict(model_json: bytes) -> Callable[..., dict[str, Any]]:
     """Factory: a fresh model.json dict with values set (``{"items[0].sale": 101}``) or dropped."""
     model = orjson.loads(model_json)
 
-    def build(overrides: Mapping[str, Any] | None = None, *, drop: Iterable[str] = ()) -> dict[str, Any]:
+    def build(
+        overrides: Mapping[str, Any] | None = None, *, drop: Iterable[str] = ()
+    ) -> dict[str, Any]:
         data: dict[str, Any] = copy.deepcopy(model)
         for path, value in (overrides or {}).items():
             container, key = _locate(data, path)
@@ -92,8 +98,11 @@ async def pg_server(settings: Settings) -> str:
     try:
         conn = await asyncpg.connect(settings.pg_url, timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL does not answer at {settings.pg_url_redacted}: {exc!r}. "
-                    "Start it with `make stack-up`.", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL does not answer at {settings.pg_url_redacted}: {exc!r}. "
+            "Start it with `make stack-up`.",
+            pytrace=False,
+        )
     await conn.close()
     return settings.pg_url
 
@@ -135,8 +144,10 @@ async def kafka_brokers(settings: Settings) -> str:
         await admin.start()
         await admin.list_topics()
     except Exception as exc:  # any failure to reach the broker ends the same way
-        pytest.fail(f"Kafka does not answer at {brokers}: {exc!r}. Start it with `make stack-up`.",
-                    pytrace=False)
+        pytest.fail(
+            f"Kafka does not answer at {brokers}: {exc!r}. Start it with `make stack-up`.",
+            pytrace=False,
+        )
     finally:
         await admin.close()
     return brokers
@@ -167,11 +178,15 @@ async def http() -> Any:
 
 
 @pytest.fixture
-def pipeline_env(clean_database: str, kafka_brokers: str, unique_name: str,
-                 tmp_path: Path) -> dict[str, str]:
+def pipeline_env(
+    clean_database: str, kafka_brokers: str, unique_name: str, tmp_path: Path
+) -> dict[str, str]:
     """Environment for workers of one test: its own topics, consumer group and data dirs."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("KAFKA_", "PG_", "CACHE_", "HTTP_", "DLQ_", "BATCH_"))}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("KAFKA_", "PG_", "CACHE_", "HTTP_", "DLQ_", "BATCH_"))
+    }
     return {
         **env,
         "PG_URL": clean_database,
@@ -184,8 +199,9 @@ def pipeline_env(clean_database: str, kafka_brokers: str, unique_name: str,
 
 
 @pytest.fixture
-async def start_worker(pipeline_env: dict[str, str], http: aiohttp.ClientSession,
-                       tmp_path: Path) -> Any:
+async def start_worker(
+    pipeline_env: dict[str, str], http: aiohttp.ClientSession, tmp_path: Path
+) -> Any:
     """Factory: start a worker (settings overridable) and wait until it serves HTTP.
 
     Workers of one ``name`` share a data directory (a restart); others get their own,

@@ -54,17 +54,26 @@ class PrivateStack:
 
     def secure_env(self, protocol: str, mechanism: str = "SCRAM-SHA-256") -> dict[str, str]:
         """The service's settings for reaching this broker over ``protocol``."""
-        port = {"PLAINTEXT": self.kafka_port, "SASL_PLAINTEXT": self.sasl_port,
-                "SSL": self.ssl_port, "SASL_SSL": self.sasl_ssl_port}[protocol]
+        port = {
+            "PLAINTEXT": self.kafka_port,
+            "SASL_PLAINTEXT": self.sasl_port,
+            "SSL": self.ssl_port,
+            "SASL_SSL": self.sasl_ssl_port,
+        }[protocol]
         env = {"KAFKA_BROKERS": f"127.0.0.1:{port}", "KAFKA_SECURITY_PROTOCOL": protocol}
         if protocol.startswith("SASL_"):
-            env.update(KAFKA_SASL_MECHANISM=mechanism, KAFKA_SASL_USERNAME=self.sasl_user[0],
-                       KAFKA_SASL_PASSWORD=self.sasl_user[1])
+            env.update(
+                KAFKA_SASL_MECHANISM=mechanism,
+                KAFKA_SASL_USERNAME=self.sasl_user[0],
+                KAFKA_SASL_PASSWORD=self.sasl_user[1],
+            )
         if protocol.endswith("SSL"):
             env["KAFKA_SSL_CAFILE"] = str(self.tls_dir / "ca.pem")
         if protocol == "SSL":
-            env.update(KAFKA_SSL_CERTFILE=str(self.tls_dir / "client.pem"),
-                       KAFKA_SSL_KEYFILE=str(self.tls_dir / "client.key"))
+            env.update(
+                KAFKA_SSL_CERTFILE=str(self.tls_dir / "client.pem"),
+                KAFKA_SSL_KEYFILE=str(self.tls_dir / "client.key"),
+            )
         return env
 
     @property
@@ -76,36 +85,59 @@ class PrivateStack:
         """ca.crt (what clients trust), and client.crt, client.key for ``pg_cert_user``."""
         return self.directory / "pg-tls"
 
-    def pg_tls_url(self, database: str = "orders", user: str = "postgres:postgres",
-                   host: str = "localhost", **params: str) -> str:
+    def pg_tls_url(
+        self,
+        database: str = "orders",
+        user: str = "postgres:postgres",
+        host: str = "localhost",
+        **params: str,
+    ) -> str:
         """A PG_URL that checks the server's certificate (verify-full), plus ``params``."""
-        query = "&".join(f"{name}={value}" for name, value in
-                         {"sslmode": "verify-full", "sslrootcert": str(self.pg_tls_dir / "ca.crt"),
-                          **params}.items())
+        query = "&".join(
+            f"{name}={value}"
+            for name, value in {
+                "sslmode": "verify-full",
+                "sslrootcert": str(self.pg_tls_dir / "ca.crt"),
+                **params,
+            }.items()
+        )
         return f"postgres://{user}@{host}:{self.pg_port}/{database}?{query}"
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "STACK_DIR": str(self.directory),
-                "KAFKA_PORT": str(self.kafka_port),
-                "KAFKA_CONTROLLER_PORT": str(self.controller_port),
-                "PG_PORT": str(self.pg_port), "KAFKA_LIBS": str(SHARED_KAFKA_LIBS),
-                **self._secure_stack_env(),
-                **({"PG_TLS": "on", "PG_TLS_CERT_USER": self.pg_cert_user} if self.pg_tls else {})}
+        return {
+            **os.environ,
+            "STACK_DIR": str(self.directory),
+            "KAFKA_PORT": str(self.kafka_port),
+            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "PG_PORT": str(self.pg_port),
+            "KAFKA_LIBS": str(SHARED_KAFKA_LIBS),
+            **self._secure_stack_env(),
+            **({"PG_TLS": "on", "PG_TLS_CERT_USER": self.pg_cert_user} if self.pg_tls else {}),
+        }
 
     def _secure_stack_env(self) -> dict[str, str]:
         if not self.secure:
             return {}
-        return {"KAFKA_SASL_PORT": str(self.sasl_port), "KAFKA_SSL_PORT": str(self.ssl_port),
-                "KAFKA_SASL_SSL_PORT": str(self.sasl_ssl_port),
-                "KAFKA_SASL_USERS": ":".join(self.sasl_user)}
+        return {
+            "KAFKA_SASL_PORT": str(self.sasl_port),
+            "KAFKA_SSL_PORT": str(self.ssl_port),
+            "KAFKA_SASL_SSL_PORT": str(self.sasl_ssl_port),
+            "KAFKA_SASL_USERS": ":".join(self.sasl_user),
+        }
 
     def run(self, command: str, timeout: float = 120) -> str:
         """Run ``stack.sh command``; a failure fails the test with the script's output."""
-        done = subprocess.run(["bash", str(STACK_SCRIPT), command], env=self._env(),
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            ["bash", str(STACK_SCRIPT), command],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if done.returncode != 0:
-            raise AssertionError(f"stack.sh {command} failed ({done.returncode}):\n"
-                                 f"{done.stdout}\n{done.stderr}")
+            raise AssertionError(
+                f"stack.sh {command} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done.stdout
 
     def kafka_up(self) -> None:
@@ -165,18 +197,27 @@ class PrivateCluster:
         return ",".join(f"127.0.0.1:{port}" for port in self.kafka_ports)
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, "STACK_DIR": str(self.directory),
-                "CLUSTER_KAFKA_PORTS": ",".join(map(str, self.kafka_ports)),
-                "CLUSTER_CONTROLLER_PORTS": ",".join(map(str, self.controller_ports)),
-                "KAFKA_LIBS": str(SHARED_KAFKA_LIBS)}
+        return {
+            **os.environ,
+            "STACK_DIR": str(self.directory),
+            "CLUSTER_KAFKA_PORTS": ",".join(map(str, self.kafka_ports)),
+            "CLUSTER_CONTROLLER_PORTS": ",".join(map(str, self.controller_ports)),
+            "KAFKA_LIBS": str(SHARED_KAFKA_LIBS),
+        }
 
     def run(self, command: str, timeout: float = 120) -> str:
         """Run ``stack.sh command``; a failure fails the test with the script's output."""
-        done = subprocess.run(["bash", str(STACK_SCRIPT), command], env=self._env(),
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            ["bash", str(STACK_SCRIPT), command],
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if done.returncode != 0:
-            raise AssertionError(f"stack.sh {command} failed ({done.returncode}):\n"
-                                 f"{done.stdout}\n{done.stderr}")
+            raise AssertionError(
+                f"stack.sh {command} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
         return done.stdout
 
     def up(self) -> None:

@@ -9,8 +9,8 @@ common word would be found by chance.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 MIN_LENGTH = 8
 _REGISTERED: set[str] = set()
@@ -19,8 +19,9 @@ _REGISTERED: set[str] = set()
 def register_secret(secret: str) -> str:
     """Remember ``secret`` for the end-of-session check; returns it, to use inline."""
     if len(secret) < MIN_LENGTH:
-        raise ValueError(f"a registered secret needs {MIN_LENGTH}+ characters to be found "
-                         "only where it leaked")
+        raise ValueError(
+            f"a registered secret needs {MIN_LENGTH}+ characters to be found only where it leaked"
+        )
     _REGISTERED.add(secret)
     return secret
 
@@ -29,8 +30,9 @@ def registered_secrets() -> frozenset[str]:
     return frozenset(_REGISTERED)
 
 
-def leaks_in(directory: Path, secrets: Iterable[str], pattern: str = "*.log"
-             ) -> list[tuple[Path, int, str]]:
+def leaks_in(
+    directory: Path, secrets: Iterable[str], pattern: str = "*.log"
+) -> list[tuple[Path, int, str]]:
     """Every (file, line number, secret) where a secret occurs in a file under ``directory``.
 
     Files are read as bytes: a log with broken UTF-8 is searched all the same.

@@ -13,9 +13,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 from uuid import uuid4
 
 import aiohttp
@@ -25,8 +26,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from yarl import URL
 
 from orderstream.config import Settings
-from orderstream.order.generator import random_orders
 from orderstream.migrations import migrate_database
+from orderstream.order.generator import random_orders
 from orderstream.order.records import Order, encode_order
 from orderstream.repo import OrderRepository
 from orderstream.topics import TopicPartitionsMismatch, ensure_topics
@@ -59,7 +60,7 @@ class Dataset:
         return [order.order_uid.encode() for order in self.orders]
 
     @classmethod
-    def generate(cls, n: int, seed: int) -> "Dataset":
+    def generate(cls, n: int, seed: int) -> Dataset:
         orders = list(random_orders(seed, n))
         return cls(orders, [encode_order(order) for order in orders])
 
@@ -80,11 +81,11 @@ class Lab:
         self._databases: list[str] = []
         self._warm: dict[tuple[int, int], WarmGroup] = {}
         self._workers: list[BenchWorker] = []
-        self._http: Optional[aiohttp.ClientSession] = None
+        self._http: aiohttp.ClientSession | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def __aenter__(self) -> "Lab":
+    async def __aenter__(self) -> Lab:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return self
 
@@ -174,8 +175,9 @@ class Lab:
     async def produce(self, topic: str, keys: Sequence[bytes], values: Sequence[bytes]) -> float:
         """Publish ``values`` keyed by ``keys`` (Kafka's default partitioner); return seconds."""
         started = time.perf_counter()
-        producer = AIOKafkaProducer(bootstrap_servers=self.brokers, acks="all", linger_ms=5,
-                                    max_batch_size=256 * 1024)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.brokers, acks="all", linger_ms=5, max_batch_size=256 * 1024
+        )
         await producer.start()
         try:
             sent = [await producer.send(topic, value, key=key) for key, value in zip(keys, values)]
@@ -200,8 +202,12 @@ class Lab:
         """Start `python -m orderstream worker` with these settings and a data dir of its own."""
         env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
         env.update({"KAFKA_BROKERS": self.brokers, "DATA_DIR": str(self.path("data")), **settings})
-        worker = BenchWorker(env, log_path=self.path("worker").with_suffix(".log"),
-                             http=self.http, timeout=self.timeout).start()
+        worker = BenchWorker(
+            env,
+            log_path=self.path("worker").with_suffix(".log"),
+            http=self.http,
+            timeout=self.timeout,
+        ).start()
         self._workers.append(worker)
         return worker
 
@@ -227,14 +233,15 @@ async def write_batches(pg_url: str, dataset: Dataset, batch_size: int) -> float
     The worker's call with the bodies it has encoded already (for its cache), so the floor
     does not encode either.
     """
-    encoded = [(uid, body, offset) for offset, (uid, body)
-               in enumerate(zip(dataset.uids, dataset.bodies))]
+    encoded = [
+        (uid, body, offset) for offset, (uid, body) in enumerate(zip(dataset.uids, dataset.bodies))
+    ]
     repo = OrderRepository(pg_url)
     await repo.connect()
     try:
         started = time.perf_counter()
         for first in range(0, len(encoded), batch_size):
-            await repo.upsert_encoded(encoded[first:first + batch_size])
+            await repo.upsert_encoded(encoded[first : first + batch_size])
         return time.perf_counter() - started
     finally:
         await repo.close()

@@ -14,7 +14,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import faust
 
@@ -24,8 +24,12 @@ BATCH_SIZE = int(os.environ.get("BATCH_SIZE", "500"))
 app = faust.App(
     os.environ["FLOOR_GROUP"],
     broker=";".join(f"kafka://{b}" for b in os.environ["KAFKA_BROKERS"].split(",")),
-    key_serializer="raw", value_serializer="raw", consumer_auto_offset_reset="earliest",
-    web_enabled=False, store="memory://", datadir=os.environ["FLOOR_DATA_DIR"],
+    key_serializer="raw",
+    value_serializer="raw",
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+    store="memory://",
+    datadir=os.environ["FLOOR_DATA_DIR"],
 )
 orders = app.topic(os.environ["FLOOR_TOPIC"], key_type=bytes, value_type=bytes)
 
@@ -34,7 +38,7 @@ orders = app.topic(os.environ["FLOOR_TOPIC"], key_type=bytes, value_type=bytes)
 async def take_and_ack(stream: Any) -> None:
     gc.freeze()  # as orderstream.app.tune_garbage_collector: the floor runs the same GC
     gc.set_threshold(50_000, 20, 20)
-    started: Optional[float] = None
+    started: float | None = None
     taken = 0
     async for events in stream.noack_take(BATCH_SIZE, within=0.2):
         started = started or time.perf_counter()
@@ -44,5 +48,6 @@ async def take_and_ack(stream: Any) -> None:
         if taken >= ORDERS:
             seconds = time.perf_counter() - started
             Path(os.environ["FLOOR_RESULT"]).write_text(
-                json.dumps({"seconds": seconds, "orders_per_s": taken / seconds}))
+                json.dumps({"seconds": seconds, "orders_per_s": taken / seconds})
+            )
             os._exit(0)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 TOP = 12
 
@@ -16,7 +16,9 @@ TOP = 12
 def py_spy() -> str:
     found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(found).is_file():
-        raise RuntimeError("--profile needs py-spy: pip install -e '.[bench]' (or pip install py-spy)")
+        raise RuntimeError(
+            "--profile needs py-spy: pip install -e '.[bench]' (or pip install py-spy)"
+        )
     return found
 
 
@@ -30,14 +32,27 @@ class Profile:
         self.pid = pid
         self.path = path
         self.rate = rate
-        self._process: Optional[subprocess.Popen[bytes]] = None
+        self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "Profile":
+    def start(self) -> Profile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._process = subprocess.Popen(
-            [py_spy(), "record", "--pid", str(self.pid), "--rate", str(self.rate),
-             "--function", "--format", "raw", "--output", str(self.path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                py_spy(),
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                str(self.rate),
+                "--function",
+                "--format",
+                "raw",
+                "--output",
+                str(self.path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         return self
 
     def stop(self) -> dict[str, Any]:
@@ -68,17 +83,23 @@ def summarise(path: Path) -> dict[str, Any]:
         own[frames[-1]] += count
         packages[package_of(frames[-1])] += count
         # orderstream's own functions, without the process's entry point above them all.
-        for frame in {f for f in frames if "(orderstream/" in f and "__main__" not in f
-                      and not f.startswith("<module>")}:
+        for frame in {
+            f
+            for f in frames
+            if "(orderstream/" in f and "__main__" not in f and not f.startswith("<module>")
+        }:
             ours[frame] += count
 
     def percent(counter: Counter[str]) -> dict[str, float]:
         return {key: round(100 * count / total, 1) for key, count in counter.most_common(TOP)}
 
-    return {"file": path.name, "samples": total,
-            "self_percent_by_package": percent(packages) if total else {},
-            "self_percent": percent(own) if total else {},
-            "orderstream_inclusive_percent": percent(ours) if total else {}}
+    return {
+        "file": path.name,
+        "samples": total,
+        "self_percent_by_package": percent(packages) if total else {},
+        "self_percent": percent(own) if total else {},
+        "orderstream_inclusive_percent": percent(ours) if total else {},
+    }
 
 
 def package_of(frame: str) -> str:

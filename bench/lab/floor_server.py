@@ -27,8 +27,11 @@ def make_app(bodies: dict[str, bytes]) -> web.Application:
         uid = request.match_info["order_uid"]
         body = bodies.get(uid)
         if body is None:
-            return web.Response(body=orjson.dumps({"error": "order not found", "order_uid": uid}),
-                                status=404, content_type="application/json")
+            return web.Response(
+                body=orjson.dumps({"error": "order not found", "order_uid": uid}),
+                status=404,
+                content_type="application/json",
+            )
         return web.Response(body=body, content_type="application/json")
 
     app = web.Application()
@@ -42,8 +45,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--bodies", type=Path, required=True)
     args = parser.parse_args()
-    web.run_app(make_app(load_bodies(args.bodies)), host=args.host, port=args.port,
-                access_log=None, print=None)
+    web.run_app(
+        make_app(load_bodies(args.bodies)),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+    )
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional, Sequence
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -23,11 +24,11 @@ WARM_UP_LOG = re.compile(r"Cache warm-up: (\d+) of (\d+) recent orders")
 class BenchWorker(Worker):
     """Every wait returns the seconds since the process was started, when the condition was seen."""
 
-    http: Optional[aiohttp.ClientSession] = None
+    http: aiohttp.ClientSession | None = None
     timeout: float = 900
     started: float = 0.0
 
-    def start(self) -> "BenchWorker":
+    def start(self) -> BenchWorker:
         self.started = time.monotonic()
         super().start()
         return self
@@ -52,20 +53,25 @@ class BenchWorker(Worker):
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for worker {self.pid}")
 
-    def warm_up_sent(self) -> Optional[int]:
+    def warm_up_sent(self) -> int | None:
         """Orders the worker's warm-up sent to its cache, from its log; None if it did not run."""
         found = WARM_UP_LOG.findall(self.log())
         return sum(int(sent) for sent, _ in found) if found else None
 
-    async def until(self, check: Callable[[], Awaitable[Any]], what: str,
-                    interval: float = POLL_INTERVAL) -> float:
+    async def until(
+        self, check: Callable[[], Awaitable[Any]], what: str, interval: float = POLL_INTERVAL
+    ) -> float:
         """Poll ``check`` until truthy, failing at once if the process exits."""
+
         async def alive_and_done() -> Any:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode} while waiting "
-                                   f"for {what}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"worker exited with {self.process.returncode} while waiting "
+                    f"for {what}:\n{self.log_tail()}"
+                )
             return await check()
+
         try:
             await eventually(alive_and_done, timeout=self.timeout, interval=interval, what=what)
         except AssertionError as exc:
@@ -74,12 +80,14 @@ class BenchWorker(Worker):
 
     async def wait_ready(self) -> float:
         """Until the first `/ready` 200."""
+
         async def ready() -> bool:
             try:
                 async with self.session.get(f"{self.url}/ready") as reply:
                     return reply.status == 200
             except aiohttp.ClientError:
                 return False
+
         return await self.until(ready, "/ready 200")
 
     async def metrics(self) -> dict[str, float]:
@@ -94,26 +102,30 @@ class BenchWorker(Worker):
 
     async def wait_cached(self, n: int) -> float:
         """Until `orderstream_cache_size` reaches ``n``."""
+
         async def cached() -> bool:
             try:
                 return (await self.metrics()).get("orderstream_cache_size", 0) >= n
             except aiohttp.ClientError:  # not serving yet
                 return False
+
         return await self.until(cached, f"{n} orders cached", interval=0.25)
 
     async def wait_stored(self, pg_url: str, n: int) -> float:
         """Until PostgreSQL holds ``n`` orders."""
         conn = await asyncpg.connect(pg_url)
         try:
+
             async def stored() -> bool:
                 return await conn.fetchval("SELECT count(*) FROM orders") >= n
+
             return await self.until(stored, f"{n} orders in PostgreSQL", interval=0.1)
         finally:
             await conn.close()
 
-    async def sources(self, uids: Sequence[str], connections: int = 1) -> set[Optional[str]]:
+    async def sources(self, uids: Sequence[str], connections: int = 1) -> set[str | None]:
         """The X-Source of lookups of ``uids``: {"cache"} when the cache answered them all."""
-        found: set[Optional[str]] = set()
+        found: set[str | None] = set()
         pending = iter(uids)  # shared by the clients
 
         async def client() -> None:

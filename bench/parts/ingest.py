@@ -17,94 +17,129 @@ import sys
 import time
 from argparse import Namespace
 from datetime import date
-from typing import Any, Optional
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from orderstream.order.records import Order, decode_order
 
-from ..lab.flamegraph import Profile
 from ..lab import Dataset, Lab, count_orders, truncate, write_batches
+from ..lab.flamegraph import Profile
 from ..lab.naive import store_naively
 from ..report import REPO_ROOT, Report, show
 
 
 async def run(lab: Lab, args: Namespace) -> Report:
-    report = Report("ingest", {
-        "orders": args.orders, "partitions": args.partitions, "batch_size": args.batch_size,
-        "naive_sample": min(args.naive_sample, args.orders), "seed": args.seed})
+    report = Report(
+        "ingest",
+        {
+            "orders": args.orders,
+            "partitions": args.partitions,
+            "batch_size": args.batch_size,
+            "naive_sample": min(args.naive_sample, args.orders),
+            "seed": args.seed,
+        },
+    )
     dataset = lab.dataset(args.orders)
     pg_url = await lab.database()
     topic = await lab.topic(args.partitions)
     produced = await lab.produce(topic, dataset.keys, dataset.bodies)
     r = report.results
-    r["setup"] = {"produce_s": produced,
-                  "body_bytes_mean": sum(map(len, dataset.bodies)) / dataset.n,
-                  "items_mean": sum(len(o.items) for o in dataset.orders) / dataset.n}
+    r["setup"] = {
+        "produce_s": produced,
+        "body_bytes_mean": sum(map(len, dataset.bodies)) / dataset.n,
+        "items_mean": sum(len(o.items) for o in dataset.orders) / dataset.n,
+    }
 
     # The floors and the naive design run before and after ours and the faster run counts:
     # on a shared machine a slow spell during a baseline would flatter ours.
-    sample = dataset.orders[:report.parameters["naive_sample"]]
+    sample = dataset.orders[: report.parameters["naive_sample"]]
     before = await baselines(lab, dataset, sample, pg_url, topic, args.batch_size)
     await truncate(pg_url)
     r["ours"] = await ours(lab, args, dataset, pg_url, topic)
     after = await baselines(lab, dataset, sample, pg_url, topic, args.batch_size)
     for name in ("kafka_floor", "naive", "pg_floor"):
         runs = [before[name], after[name]]
-        r[name] = {**max(runs, key=lambda run: run["orders_per_s"]),
-                   "runs_orders_per_s": [run["orders_per_s"] for run in runs]}
+        r[name] = {
+            **max(runs, key=lambda run: run["orders_per_s"]),
+            "runs_orders_per_s": [run["orders_per_s"] for run in runs],
+        }
     lab.adopt_seeded(dataset, pg_url)  # it now holds exactly the dataset: later parts reuse it
     # Not a floor of the issue's: it shows how much of the gap Faust itself accounts for.
     r["faust_floor"] = await faust_floor(lab, topic, dataset.n, args.batch_size)
 
     floors = min(r["kafka_floor"]["orders_per_s"], r["pg_floor"]["orders_per_s"])
     rate = r["ours"]["orders_per_s"]
-    r["ratios"] = {"ours_to_slower_floor": rate / floors,
-                   "ours_to_naive": rate / r["naive"]["orders_per_s"],
-                   "ours_to_faust_floor": rate / r["faust_floor"]["orders_per_s"]}
+    r["ratios"] = {
+        "ours_to_slower_floor": rate / floors,
+        "ours_to_naive": rate / r["naive"]["orders_per_s"],
+        "ours_to_faust_floor": rate / r["faust_floor"]["orders_per_s"],
+    }
     if r["naive"]["sample"] < dataset.n:
-        report.notes.append(f"naive: measured on the first {len(sample):,} orders and "
-                            f"extrapolated to {dataset.n:,}")
-    report.notes.append("floors and naive: run before and after ours, the faster run counts "
-                        "(orders/s of both runs in the results file)")
-    report.notes.append(f"ours: rate {r['ours']['basis']}, until every order is in PostgreSQL "
-                        "and in the cache")
+        report.notes.append(
+            f"naive: measured on the first {len(sample):,} orders and extrapolated to {dataset.n:,}"
+        )
+    report.notes.append(
+        "floors and naive: run before and after ours, the faster run counts "
+        "(orders/s of both runs in the results file)"
+    )
+    report.notes.append(
+        f"ours: rate {r['ours']['basis']}, until every order is in PostgreSQL and in the cache"
+    )
     print_ingest(report)
     return report
 
 
-async def ours(lab: Lab, args: Namespace, dataset: Dataset, pg_url: str,
-               topic: str) -> dict[str, Any]:
+async def ours(
+    lab: Lab, args: Namespace, dataset: Dataset, pg_url: str, topic: str
+) -> dict[str, Any]:
     """Start a worker on the pre-produced topic; time it until all is stored and cached."""
-    settings = {"PG_URL": pg_url, "KAFKA_TOPIC": topic, "KAFKA_GROUP_ID": lab.name("group"),
-                "KAFKA_PARTITIONS": str(args.partitions), "BATCH_SIZE": str(args.batch_size),
-                # room for every order in each partition: nothing is evicted
-                "CACHE_SIZE": str(dataset.n * args.partitions)}
+    settings = {
+        "PG_URL": pg_url,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_GROUP_ID": lab.name("group"),
+        "KAFKA_PARTITIONS": str(args.partitions),
+        "BATCH_SIZE": str(args.batch_size),
+        # room for every order in each partition: nothing is evicted
+        "CACHE_SIZE": str(dataset.n * args.partitions),
+    }
     worker = lab.start_worker(**settings)
-    profile = (Profile(worker.pid, args.results_dir /
-                       f"{date.today().isoformat()}-ingest-profile.txt").start()
-               if args.profile else None)
+    profile = (
+        Profile(
+            worker.pid, args.results_dir / f"{date.today().isoformat()}-ingest-profile.txt"
+        ).start()
+        if args.profile
+        else None
+    )
     ready_s, stored_s, cached_s = await asyncio.gather(
-        worker.wait_ready(), worker.wait_stored(pg_url, dataset.n), worker.wait_cached(dataset.n))
+        worker.wait_ready(), worker.wait_stored(pg_url, dataset.n), worker.wait_cached(dataset.n)
+    )
     profiled = profile.stop() if profile else None
     metrics = await worker.metrics()
     rss = worker.rss()
     await lab.stop_worker(worker)
     done_s = max(stored_s, cached_s)
     # With a few orders the worker may be done before /ready was first seen.
-    from_ready: Optional[float] = done_s - ready_s if done_s > ready_s else None
-    seconds, basis = ((from_ready, "from /ready") if from_ready is not None
-                      else (done_s, "from process start"))
+    from_ready: float | None = done_s - ready_s if done_s > ready_s else None
+    seconds, basis = (
+        (from_ready, "from /ready") if from_ready is not None else (done_s, "from process start")
+    )
     batches = metrics.get("orderstream_db_batch_seconds_count", 0)
     result: dict[str, Any] = {
         "settings": settings,  # the rest are the service's defaults
-        "ready_s": ready_s, "stored_s": stored_s, "cached_s": cached_s,
-        "done_from_start_s": done_s, "done_from_ready_s": from_ready,
+        "ready_s": ready_s,
+        "stored_s": stored_s,
+        "cached_s": cached_s,
+        "done_from_start_s": done_s,
+        "done_from_ready_s": from_ready,
         "orders_per_s_from_start": dataset.n / done_s,
         "orders_per_s_from_ready": dataset.n / from_ready if from_ready else None,
-        "orders_per_s": dataset.n / seconds, "basis": basis,
+        "orders_per_s": dataset.n / seconds,
+        "basis": basis,
         "db_batches": batches,
-        "db_batch_mean_size": metrics.get("orderstream_db_batch_size_sum", 0) / batches if batches else None,
+        "db_batch_mean_size": metrics.get("orderstream_db_batch_size_sum", 0) / batches
+        if batches
+        else None,
         "db_batch_seconds_total": metrics.get("orderstream_db_batch_seconds_sum"),
         "dead_lettered": metrics.get("orderstream_orders_dead_lettered_total", 0),
         "forwarded": metrics.get("orderstream_orders_forwarded_total", 0),
@@ -115,16 +150,20 @@ async def ours(lab: Lab, args: Namespace, dataset: Dataset, pg_url: str,
     return result
 
 
-async def baselines(lab: Lab, dataset: Dataset, sample: list[Order], pg_url: str, topic: str,
-                    batch_size: int) -> dict[str, dict[str, Any]]:
+async def baselines(
+    lab: Lab, dataset: Dataset, sample: list[Order], pg_url: str, topic: str, batch_size: int
+) -> dict[str, dict[str, Any]]:
     """The Kafka floor, the naive design and the PostgreSQL floor, once each; the database
     ends up holding exactly the dataset."""
     result = {"kafka_floor": await kafka_floor(lab.brokers, topic, dataset.n, lab.timeout)}
     await truncate(pg_url)
     naive_s = await store_naively(pg_url, sample)
-    result["naive"] = {"sample": len(sample), "sample_s": naive_s,
-                       "orders_per_s": len(sample) / naive_s,
-                       "extrapolated_s": dataset.n * naive_s / len(sample)}
+    result["naive"] = {
+        "sample": len(sample),
+        "sample_s": naive_s,
+        "orders_per_s": len(sample) / naive_s,
+        "extrapolated_s": dataset.n * naive_s / len(sample),
+    }
     await truncate(pg_url)
     pg_s = await write_batches(pg_url, dataset, batch_size)
     if await count_orders(pg_url) != dataset.n:
@@ -136,30 +175,54 @@ async def baselines(lab: Lab, dataset: Dataset, sample: list[Order], pg_url: str
 async def faust_floor(lab: Lab, topic: str, n: int, batch_size: int) -> dict[str, Any]:
     """bench/lab/faust_floor_app.py on the topic: Faust taking and acking every message."""
     result = lab.path("faust-floor-result")
-    env = {**os.environ, "FLOOR_TOPIC": topic, "FLOOR_ORDERS": str(n),
-           "FLOOR_GROUP": lab.name("faust-floor"), "KAFKA_BROKERS": lab.brokers,
-           "BATCH_SIZE": str(batch_size), "FLOOR_DATA_DIR": str(lab.path("faust-floor")),
-           "FLOOR_RESULT": str(result)}
+    env = {
+        **os.environ,
+        "FLOOR_TOPIC": topic,
+        "FLOOR_ORDERS": str(n),
+        "FLOOR_GROUP": lab.name("faust-floor"),
+        "KAFKA_BROKERS": lab.brokers,
+        "BATCH_SIZE": str(batch_size),
+        "FLOOR_DATA_DIR": str(lab.path("faust-floor")),
+        "FLOOR_RESULT": str(result),
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "faust", "-A", "bench.lab.faust_floor_app", "worker", "-l", "warn",
-        "--without-web", env=env, cwd=REPO_ROOT, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "faust",
+        "-A",
+        "bench.lab.faust_floor_app",
+        "worker",
+        "-l",
+        "warn",
+        "--without-web",
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         output, _ = await asyncio.wait_for(process.communicate(), lab.timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         process.kill()
         raise RuntimeError(f"Faust floor: not done within {lab.timeout:.0f}s") from None
     if process.returncode != 0 or not result.exists():
-        raise RuntimeError(f"Faust floor exited with {process.returncode}: "
-                           f"{output.decode(errors='replace')[-2000:]}")
+        raise RuntimeError(
+            f"Faust floor exited with {process.returncode}: "
+            f"{output.decode(errors='replace')[-2000:]}"
+        )
     return json.loads(result.read_text())
 
 
 async def kafka_floor(brokers: str, topic: str, n: int, timeout: float) -> dict[str, Any]:
     """A bare consumer (no group) reading and decoding all ``n`` messages from the start."""
     started = time.perf_counter()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=brokers, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=brokers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     count, decoding = 0, 0.0
     try:
@@ -183,18 +246,48 @@ def print_ingest(report: Report) -> None:
     r, n = report.results, report.parameters["orders"]
     o = r["ours"]
     rows = [
-        ["ours: stored and cached", o["orders_per_s"], o["done_from_start_s"], o["done_from_ready_s"]],
-        ["Kafka floor: consume + decode", r["kafka_floor"]["orders_per_s"], r["kafka_floor"]["seconds"], None],
-        ["PostgreSQL floor: upsert_encoded", r["pg_floor"]["orders_per_s"], r["pg_floor"]["seconds"], None],
-        ["Faust: take + ack, nothing else", r["faust_floor"]["orders_per_s"], r["faust_floor"]["seconds"], None],
-        ["naive: 1 tx/order, 1 INSERT/row", r["naive"]["orders_per_s"], r["naive"]["extrapolated_s"], None],
+        [
+            "ours: stored and cached",
+            o["orders_per_s"],
+            o["done_from_start_s"],
+            o["done_from_ready_s"],
+        ],
+        [
+            "Kafka floor: consume + decode",
+            r["kafka_floor"]["orders_per_s"],
+            r["kafka_floor"]["seconds"],
+            None,
+        ],
+        [
+            "PostgreSQL floor: upsert_encoded",
+            r["pg_floor"]["orders_per_s"],
+            r["pg_floor"]["seconds"],
+            None,
+        ],
+        [
+            "Faust: take + ack, nothing else",
+            r["faust_floor"]["orders_per_s"],
+            r["faust_floor"]["seconds"],
+            None,
+        ],
+        [
+            "naive: 1 tx/order, 1 INSERT/row",
+            r["naive"]["orders_per_s"],
+            r["naive"]["extrapolated_s"],
+            None,
+        ],
     ]
-    show(f"ingest: {n:,} orders, {report.parameters['partitions']} partitions",
-         ["path", "orders/s", "seconds", "s from /ready"], rows,
-         [*report.notes,
-          f"ours/min(floors) = {r['ratios']['ours_to_slower_floor']:.2f}, "
-          f"ours/naive = {r['ratios']['ours_to_naive']:.1f}, "
-          f"ours/Faust's own = {r['ratios']['ours_to_faust_floor']:.2f} (Faust: not a floor "
-          "of the issue's, shown for what Faust's per-message work leaves)",
-          f"worker /ready after {o['ready_s']:.1f} s; stored after {o['stored_s']:.1f} s, "
-          f"cached after {o['cached_s']:.1f} s (from process start)"])
+    show(
+        f"ingest: {n:,} orders, {report.parameters['partitions']} partitions",
+        ["path", "orders/s", "seconds", "s from /ready"],
+        rows,
+        [
+            *report.notes,
+            f"ours/min(floors) = {r['ratios']['ours_to_slower_floor']:.2f}, "
+            f"ours/naive = {r['ratios']['ours_to_naive']:.1f}, "
+            f"ours/Faust's own = {r['ratios']['ours_to_faust_floor']:.2f} (Faust: not a floor "
+            "of the issue's, shown for what Faust's per-message work leaves)",
+            f"worker /ready after {o['ready_s']:.1f} s; stored after {o['stored_s']:.1f} s, "
+            f"cached after {o['cached_s']:.1f} s (from process start)",
+        ],
+    )

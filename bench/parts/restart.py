@@ -12,17 +12,26 @@ from __future__ import annotations
 from argparse import Namespace
 
 from ..lab import Lab
-from ..report import Report, show
 from ..lab.warm import SAMPLE
+from ..report import Report, show
 
 
 async def run(lab: Lab, args: Namespace) -> Report:
-    report = Report("restart", {"orders": args.orders, "partitions": args.partitions,
-                                "seed": args.seed, "verified_lookups": SAMPLE})
+    report = Report(
+        "restart",
+        {
+            "orders": args.orders,
+            "partitions": args.partitions,
+            "seed": args.seed,
+            "verified_lookups": SAMPLE,
+        },
+    )
     group = await lab.warm_group(lab.dataset(args.orders), args.partitions, args.batch_size)
-    report.results = {"cold_warm_up": group.cold,
-                      "rocksdb": await group.restart("rocksdb://", args.settle),
-                      "memory": await group.restart("memory://", args.settle)}
+    report.results = {
+        "cold_warm_up": group.cold,
+        "rocksdb": await group.restart("rocksdb://", args.settle),
+        "memory": await group.restart("memory://", args.settle),
+    }
     print_restart(report)
     return report
 
@@ -30,11 +39,19 @@ async def run(lab: Lab, args: Namespace) -> Report:
 def print_restart(report: Report) -> None:
     r, n = report.results, report.parameters["orders"]
     cold = r["cold_warm_up"]
-    rows = [["RocksDB store: restart", r["rocksdb"]["ready_s"], r["rocksdb"]["warm_up_sent"]],
-            ["memory store: changelog replay", r["memory"]["ready_s"], r["memory"]["warm_up_sent"]],
-            ["cold warm-up from PostgreSQL: /ready", cold["ready_s"], None],
-            ["cold warm-up from PostgreSQL: all cached", cold["cached_s"], cold["warm_up_sent"]]]
-    show(f"restart: {n:,} cached orders", ["process start to", "seconds", "warm-up sent"], rows,
-         [f"restarts verified by {SAMPLE} lookups answered from the cache",
-          "warm-up sent: orders the worker's warm-up published to its cache (from its log; "
-          "- = it did not run)"])
+    rows = [
+        ["RocksDB store: restart", r["rocksdb"]["ready_s"], r["rocksdb"]["warm_up_sent"]],
+        ["memory store: changelog replay", r["memory"]["ready_s"], r["memory"]["warm_up_sent"]],
+        ["cold warm-up from PostgreSQL: /ready", cold["ready_s"], None],
+        ["cold warm-up from PostgreSQL: all cached", cold["cached_s"], cold["warm_up_sent"]],
+    ]
+    show(
+        f"restart: {n:,} cached orders",
+        ["process start to", "seconds", "warm-up sent"],
+        rows,
+        [
+            f"restarts verified by {SAMPLE} lookups answered from the cache",
+            "warm-up sent: orders the worker's warm-up published to its cache (from its log; "
+            "- = it did not run)",
+        ],
+    )

@@ -17,9 +17,10 @@ import os
 import random
 import time
 from argparse import Namespace
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaProducer
@@ -28,8 +29,8 @@ from orderstream.order.generator import random_orders
 from orderstream.order.records import encode_order
 
 from ..lab import Lab
-from ..report import Report, show
 from ..lab.worker import BenchWorker
+from ..report import Report, show
 
 TICK = 0.1  # the producer and the lookups run in steps of this many seconds
 # Samples this long after the cache bound is reached are "after the bound" (the memtables and
@@ -72,7 +73,7 @@ def open_files(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def slope_per_minute(samples: Sequence[Sample], field: str) -> Optional[float]:
+def slope_per_minute(samples: Sequence[Sample], field: str) -> float | None:
     """Least-squares slope of ``field`` over time, per minute; None with fewer than 3 samples."""
     if len(samples) < 3:
         return None
@@ -86,10 +87,16 @@ def slope_per_minute(samples: Sequence[Sample], field: str) -> Optional[float]:
 class Soak:
     """The producer, the lookups and the sampler of one soak run."""
 
-    def __init__(self, lab: Lab, worker: BenchWorker, topic: str, data_dir: Path,
-                 args: Namespace) -> None:
+    def __init__(
+        self, lab: Lab, worker: BenchWorker, topic: str, data_dir: Path, args: Namespace
+    ) -> None:
         self.lab, self.worker, self.topic, self.data_dir, self.args = (
-            lab, worker, topic, data_dir, args)
+            lab,
+            worker,
+            topic,
+            data_dir,
+            args,
+        )
         self.uids: list[str] = []
         self.lookups = 0
         self.sources: dict[str, int] = {}
@@ -121,8 +128,11 @@ class Soak:
                 futures = []
                 while len(self.uids) < due:
                     order = next(orders)
-                    futures.append(await producer.send(
-                        self.topic, encode_order(order), key=order.order_uid.encode()))
+                    futures.append(
+                        await producer.send(
+                            self.topic, encode_order(order), key=order.order_uid.encode()
+                        )
+                    )
                     self.uids.append(order.order_uid)
                 await asyncio.gather(*futures)
                 await asyncio.sleep(TICK)
@@ -139,8 +149,11 @@ class Soak:
                 try:
                     async with self.lab.http.get(f"{self.worker.url}/order/{uid}") as reply:
                         await reply.read()
-                        source = (reply.headers.get("X-Source", "none") if reply.status == 200
-                                  else str(reply.status))
+                        source = (
+                            reply.headers.get("X-Source", "none")
+                            if reply.status == 200
+                            else str(reply.status)
+                        )
                 except aiohttp.ClientError as exc:
                     source = type(exc).__name__
                 self.sources[source] = self.sources.get(source, 0) + 1
@@ -155,35 +168,64 @@ class Soak:
     async def take_sample(self) -> None:
         process = self.worker.process
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the worker exited with {process.returncode} during the soak:\n"
-                               f"{self.worker.log_tail()}")
+            raise RuntimeError(
+                f"the worker exited with {process.returncode} during the soak:\n"
+                f"{self.worker.log_tail()}"
+            )
         metrics = await self.worker.metrics()
         total, wal, sst = dir_sizes(self.data_dir)
-        self.samples.append(Sample(
-            t_s=round(time.monotonic() - self.started, 2), produced=len(self.uids),
-            stored=metrics.get("orderstream_orders_stored_total", 0.0),
-            cached=metrics.get("orderstream_cache_size", 0.0),
-            rss_bytes=self.worker.rss(), open_files=open_files(self.worker.pid),
-            data_bytes=total, wal_bytes=wal, sst_bytes=sst, lookups=self.lookups))
+        self.samples.append(
+            Sample(
+                t_s=round(time.monotonic() - self.started, 2),
+                produced=len(self.uids),
+                stored=metrics.get("orderstream_orders_stored_total", 0.0),
+                cached=metrics.get("orderstream_cache_size", 0.0),
+                rss_bytes=self.worker.rss(),
+                open_files=open_files(self.worker.pid),
+                data_bytes=total,
+                wal_bytes=wal,
+                sst_bytes=sst,
+                lookups=self.lookups,
+            )
+        )
 
 
 async def run(lab: Lab, args: Namespace) -> Report:
     partitions = args.partitions
     bound = (args.cache_size // partitions) * partitions  # the per-partition bound, in all
-    report = Report("soak", {
-        "duration_s": args.soak_duration, "rate_per_s": args.rate,
-        "lookup_rate_per_s": args.lookup_rate, "cache_size": args.cache_size,
-        "partitions": partitions, "sample_interval_s": args.sample_interval, "seed": args.seed,
-        "rocksdb": {name: os.environ.get(name, "default") for name in (
-            "ROCKSDB_WRITE_BUFFER_MB", "ROCKSDB_BLOCK_CACHE_MB", "ROCKSDB_MAX_WAL_MB")},
-        "rss": "VmRSS of /proc/<pid>/status"})
+    report = Report(
+        "soak",
+        {
+            "duration_s": args.soak_duration,
+            "rate_per_s": args.rate,
+            "lookup_rate_per_s": args.lookup_rate,
+            "cache_size": args.cache_size,
+            "partitions": partitions,
+            "sample_interval_s": args.sample_interval,
+            "seed": args.seed,
+            "rocksdb": {
+                name: os.environ.get(name, "default")
+                for name in (
+                    "ROCKSDB_WRITE_BUFFER_MB",
+                    "ROCKSDB_BLOCK_CACHE_MB",
+                    "ROCKSDB_MAX_WAL_MB",
+                )
+            },
+            "rss": "VmRSS of /proc/<pid>/status",
+        },
+    )
     data_dir = lab.path("data")
     rocksdb = {name: value for name, value in os.environ.items() if name.startswith("ROCKSDB_")}
     worker = lab.start_worker(
-        PG_URL=await lab.database(), KAFKA_TOPIC=(topic := await lab.topic(partitions)),
-        KAFKA_GROUP_ID=lab.name("group"), KAFKA_PARTITIONS=str(partitions),
-        CACHE_SIZE=str(args.cache_size), BATCH_SIZE=str(args.batch_size),
-        DATA_DIR=str(data_dir), **rocksdb)
+        PG_URL=await lab.database(),
+        KAFKA_TOPIC=(topic := await lab.topic(partitions)),
+        KAFKA_GROUP_ID=lab.name("group"),
+        KAFKA_PARTITIONS=str(partitions),
+        CACHE_SIZE=str(args.cache_size),
+        BATCH_SIZE=str(args.batch_size),
+        DATA_DIR=str(data_dir),
+        **rocksdb,
+    )
     await worker.wait_ready()
     soak = Soak(lab, worker, topic, data_dir, args)
     await soak.run()
@@ -191,18 +233,24 @@ async def run(lab: Lab, args: Namespace) -> Report:
 
     samples = soak.samples
     reached = next((s.t_s for s in samples if s.cached >= bound), None)
-    after = ([s for s in samples if s.t_s >= reached + SETTLE_AFTER_BOUND]
-             if reached is not None else [])
+    after = (
+        [s for s in samples if s.t_s >= reached + SETTLE_AFTER_BOUND] if reached is not None else []
+    )
     last = samples[-1]
     report.results = {
-        "cache_bound": bound, "bound_reached_s": reached,
-        "produced": last.produced, "stored": last.stored, "lookups": last.lookups,
+        "cache_bound": bound,
+        "bound_reached_s": reached,
+        "produced": last.produced,
+        "stored": last.stored,
+        "lookups": last.lookups,
         "lookup_sources": soak.sources,
-        "rss_start_bytes": samples[0].rss_bytes, "rss_end_bytes": last.rss_bytes,
+        "rss_start_bytes": samples[0].rss_bytes,
+        "rss_end_bytes": last.rss_bytes,
         "rss_max_bytes": max(s.rss_bytes for s in samples),
         "rss_at_bound_bytes": after[0].rss_bytes if after else None,
         "rss_slope_after_bound_bytes_per_min": slope_per_minute(after, "rss_bytes"),
-        "data_end_bytes": last.data_bytes, "data_max_bytes": max(s.data_bytes for s in samples),
+        "data_end_bytes": last.data_bytes,
+        "data_max_bytes": max(s.data_bytes for s in samples),
         "wal_max_bytes": max(s.wal_bytes for s in samples),
         "data_slope_after_bound_bytes_per_min": slope_per_minute(after, "data_bytes"),
         "open_files_max": max(s.open_files for s in samples),
@@ -214,7 +262,7 @@ async def run(lab: Lab, args: Namespace) -> Report:
     return report
 
 
-def draw(report: Report, results_dir: Path) -> Optional[str]:
+def draw(report: Report, results_dir: Path) -> str | None:
     """RSS, data directory and open files over time, as `<date>-soak.png` beside the JSON."""
     try:
         import matplotlib  # the `bench` extra; without it the JSON still has every sample
@@ -226,29 +274,50 @@ def draw(report: Report, results_dir: Path) -> Optional[str]:
     r: dict[str, Any] = report.results
     samples = r["samples"]
     minutes = [s["t_s"] / 60 for s in samples]
-    figure, (memory, disk, files) = pyplot.subplots(3, 1, figsize=(10, 9), sharex=True,
-                                                    layout="constrained")
-    memory.plot(minutes, [s["rss_bytes"] / 2**20 for s in samples], color="#1f4e99",
-                label="worker RSS")
+    figure, (memory, disk, files) = pyplot.subplots(
+        3, 1, figsize=(10, 9), sharex=True, layout="constrained"
+    )
+    memory.plot(
+        minutes, [s["rss_bytes"] / 2**20 for s in samples], color="#1f4e99", label="worker RSS"
+    )
     memory.set_ylabel("MiB")
     cached = memory.twinx()
-    cached.plot(minutes, [s["cached"] for s in samples], color="#8a8a8a", linestyle=":",
-                label="orders cached")
+    cached.plot(
+        minutes,
+        [s["cached"] for s in samples],
+        color="#8a8a8a",
+        linestyle=":",
+        label="orders cached",
+    )
     cached.set_ylabel("orders cached")
-    disk.plot(minutes, [s["data_bytes"] / 2**20 for s in samples], color="#1f4e99",
-              label="data dir")
-    disk.plot(minutes, [s["wal_bytes"] / 2**20 for s in samples], color="#c0504d",
-              label="of which WAL (*.log)")
-    disk.plot(minutes, [s["sst_bytes"] / 2**20 for s in samples], color="#3b7dd8",
-              linestyle="--", label="of which tables (*.sst)")
+    disk.plot(
+        minutes, [s["data_bytes"] / 2**20 for s in samples], color="#1f4e99", label="data dir"
+    )
+    disk.plot(
+        minutes,
+        [s["wal_bytes"] / 2**20 for s in samples],
+        color="#c0504d",
+        label="of which WAL (*.log)",
+    )
+    disk.plot(
+        minutes,
+        [s["sst_bytes"] / 2**20 for s in samples],
+        color="#3b7dd8",
+        linestyle="--",
+        label="of which tables (*.sst)",
+    )
     disk.set_ylabel("MiB")
     files.plot(minutes, [s["open_files"] for s in samples], color="#1f4e99", label="open files")
     files.set_ylabel("open files")
     files.set_xlabel("minutes")
     for axes in (memory, disk, files):
         if r["bound_reached_s"] is not None:
-            axes.axvline(r["bound_reached_s"] / 60, color="#555555", linewidth=0.8,
-                         label="cache bound reached" if axes is memory else None)
+            axes.axvline(
+                r["bound_reached_s"] / 60,
+                color="#555555",
+                linewidth=0.8,
+                label="cache bound reached" if axes is memory else None,
+            )
         axes.grid(alpha=0.3)
         axes.legend(loc="upper left", fontsize=8)
     cached.legend(loc="lower right", fontsize=8)
@@ -256,8 +325,11 @@ def draw(report: Report, results_dir: Path) -> Optional[str]:
     disk.set_ylim(bottom=0)
     files.set_ylim(bottom=0)
     p = report.parameters
-    figure.suptitle(f"soak: {p['rate_per_s']} orders/s + {p['lookup_rate_per_s']} lookups/s, "
-                    f"CACHE_SIZE={p['cache_size']:,}, {p['partitions']} partitions", fontsize=10)
+    figure.suptitle(
+        f"soak: {p['rate_per_s']} orders/s + {p['lookup_rate_per_s']} lookups/s, "
+        f"CACHE_SIZE={p['cache_size']:,}, {p['partitions']} partitions",
+        fontsize=10,
+    )
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / f"{report.started_at.date().isoformat()}-soak.png"
     figure.savefig(path, dpi=100)
@@ -269,25 +341,46 @@ def print_soak(report: Report) -> None:
     r: dict[str, Any] = report.results
     mib = 2**20
 
-    def per_min(value: Optional[float]) -> Optional[float]:
+    def per_min(value: float | None) -> float | None:
         return None if value is None else value / mib
 
     rows = [
-        ["RSS MiB", r["rss_start_bytes"] / mib,
-         None if r["rss_at_bound_bytes"] is None else r["rss_at_bound_bytes"] / mib,
-         r["rss_end_bytes"] / mib, r["rss_max_bytes"] / mib,
-         per_min(r["rss_slope_after_bound_bytes_per_min"])],
-        ["data dir MiB", r["samples"][0]["data_bytes"] / mib, None, r["data_end_bytes"] / mib,
-         r["data_max_bytes"] / mib, per_min(r["data_slope_after_bound_bytes_per_min"])],
-        ["open files", r["samples"][0]["open_files"], None, r["open_files_end"],
-         r["open_files_max"], None],
+        [
+            "RSS MiB",
+            r["rss_start_bytes"] / mib,
+            None if r["rss_at_bound_bytes"] is None else r["rss_at_bound_bytes"] / mib,
+            r["rss_end_bytes"] / mib,
+            r["rss_max_bytes"] / mib,
+            per_min(r["rss_slope_after_bound_bytes_per_min"]),
+        ],
+        [
+            "data dir MiB",
+            r["samples"][0]["data_bytes"] / mib,
+            None,
+            r["data_end_bytes"] / mib,
+            r["data_max_bytes"] / mib,
+            per_min(r["data_slope_after_bound_bytes_per_min"]),
+        ],
+        [
+            "open files",
+            r["samples"][0]["open_files"],
+            None,
+            r["open_files_end"],
+            r["open_files_max"],
+            None,
+        ],
     ]
     reached = r["bound_reached_s"]
-    show(f"soak: {report.parameters['duration_s']:.0f} s at {report.parameters['rate_per_s']} "
-         f"orders/s, CACHE_SIZE={report.parameters['cache_size']:,}",
-         ["", "start", "bound+30s", "end", "max", "slope after bound /min"], rows,
-         [f"cache bound {r['cache_bound']:,} reached after "
-          + (f"{reached:.0f} s" if reached is not None else "- (never)"),
-          f"{r['produced']:,} produced, {r['stored']:,.0f} stored, {r['lookups']:,} lookups "
-          f"({', '.join(f'{k}: {v:,}' for k, v in sorted(r['lookup_sources'].items()))})",
-          f"WAL at most {r['wal_max_bytes'] / mib:.1f} MiB; chart: {r['png']}"])
+    show(
+        f"soak: {report.parameters['duration_s']:.0f} s at {report.parameters['rate_per_s']} "
+        f"orders/s, CACHE_SIZE={report.parameters['cache_size']:,}",
+        ["", "start", "bound+30s", "end", "max", "slope after bound /min"],
+        rows,
+        [
+            f"cache bound {r['cache_bound']:,} reached after "
+            + (f"{reached:.0f} s" if reached is not None else "- (never)"),
+            f"{r['produced']:,} produced, {r['stored']:,.0f} stored, {r['lookups']:,} lookups "
+            f"({', '.join(f'{k}: {v:,}' for k, v in sorted(r['lookup_sources'].items()))})",
+            f"WAL at most {r['wal_max_bytes'] / mib:.1f} MiB; chart: {r['png']}",
+        ],
+    )

@@ -14,7 +14,7 @@ older copy of an order in the cache.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 VERSION = 1
 LEGACY_VERSION = 0  # frames without a version byte
@@ -32,8 +32,9 @@ class UnknownBundleVersion(MalformedBundle):
     """A bundle of a version this worker cannot read (a newer worker wrote it)."""
 
 
-def bundle(entries: Iterable[tuple[bytes, bytes]],
-           max_bytes: int = MAX_BUNDLE_BYTES) -> Iterator[bytes]:
+def bundle(
+    entries: Iterable[tuple[bytes, bytes]], max_bytes: int = MAX_BUNDLE_BYTES
+) -> Iterator[bytes]:
     """Pack entries into bundles of at most ``max_bytes`` (or one entry, if it is larger)."""
     parts: list[bytes] = []
     size = 1  # the version byte
@@ -69,7 +70,9 @@ def unbundle(data: bytes) -> list[tuple[bytes, bytes]]:
         body_start = key_start + key_length
         offset = body_start + body_length
         if offset > end:
-            raise MalformedBundle(f"frame at byte {key_start - FRAME_HEADER.size} claims "
-                                  f"{key_length}+{body_length} bytes, {end - key_start} left")
+            raise MalformedBundle(
+                f"frame at byte {key_start - FRAME_HEADER.size} claims "
+                f"{key_length}+{body_length} bytes, {end - key_start} left"
+            )
         entries.append((data[key_start:body_start], data[body_start:offset]))
     return entries

@@ -10,7 +10,7 @@ Faust still owns the table: it recovers it from the changelog, keeps standbys an
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -41,14 +41,21 @@ class ChangelogWriter:
         batch = producer.create_batch()
         for key, value in changes:
             if batch.append(key=key, value=value, timestamp=None) is None:
-                sent.append((await producer.send_batch(batch, topic, partition=partition),
-                             batch.record_count()))
+                sent.append(
+                    (
+                        await producer.send_batch(batch, topic, partition=partition),
+                        batch.record_count(),
+                    )
+                )
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    raise ValueError(f"a change of {len(key) + len(value or b'')} bytes does "
-                                     "not fit in one record batch")
-        sent.append((await producer.send_batch(batch, topic, partition=partition),
-                     batch.record_count()))
+                    raise ValueError(
+                        f"a change of {len(key) + len(value or b'')} bytes does "
+                        "not fit in one record batch"
+                    )
+        sent.append(
+            (await producer.send_batch(batch, topic, partition=partition), batch.record_count())
+        )
         results = await asyncio.gather(*(future for future, _ in sent))
         last_offset = results[-1].offset + sent[-1][1] - 1
         # What Faust records after each changelog message: recovery resumes after it.

@@ -9,13 +9,11 @@ which no 8-byte offset below 2^62 does, and any versioned write replaces it.
 
 from __future__ import annotations
 
-from typing import Optional
-
 VERSION_BYTES = 8
 UNKNOWN_VERSION = -1
 
 
-def encode_entry(version: Optional[int], body: bytes) -> bytes:
+def encode_entry(version: int | None, body: bytes) -> bytes:
     """The Table value of ``body`` at ``version`` (None: unknown)."""
     if version is None:
         return body

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Iterable, Optional, Sequence
 
 import faust
 import orjson
@@ -31,8 +31,15 @@ class RecentOrders:
     a bundle at a time.
     """
 
-    def __init__(self, table: faust.Table, writer: ChangelogWriter, *, size: int,
-                 partitions: int, enabled: bool) -> None:
+    def __init__(
+        self,
+        table: faust.Table,
+        writer: ChangelogWriter,
+        *,
+        size: int,
+        partitions: int,
+        enabled: bool,
+    ) -> None:
         self.table = table
         self.writer = writer
         self.enabled = enabled
@@ -48,14 +55,14 @@ class RecentOrders:
         """Drop the eviction order; it is rebuilt from the table on next use."""
         self._eviction_order.clear()
 
-    def lookup(self, partition: int, key: bytes) -> Optional[bytes]:
+    def lookup(self, partition: int, key: bytes) -> bytes | None:
         """The cached body of the order, if this worker holds its partition and the order."""
         if not self.enabled:
             return None
         value = self.writer.store.get(partition, key)
         return None if value is None else entry_body(value)
 
-    def size(self) -> Optional[int]:
+    def size(self) -> int | None:
         """Orders cached in this worker's active partitions, counted without a table scan.
 
         None while the eviction order is not rebuilt since the last rebalance: rebuilding
@@ -70,8 +77,9 @@ class RecentOrders:
     def is_empty(self) -> bool:
         return next(iter(self.table.keys()), None) is None
 
-    async def remember(self, partition: int, entries: Sequence[tuple[bytes, bytes]], *,
-                       keep_newer: bool = False) -> None:
+    async def remember(
+        self, partition: int, entries: Sequence[tuple[bytes, bytes]], *, keep_newer: bool = False
+    ) -> None:
         """Store orders of ``partition``, evicting the oldest beyond capacity.
 
         Call inside stream iteration of an event of ``partition``. ``entries`` are Table
@@ -107,14 +115,16 @@ class RecentOrders:
 
     def _rebuild(self, items: Iterable[tuple[bytes, bytes]]) -> None:
         by_partition: dict[int, list[tuple[datetime, bytes]]] = {
-            partition: [] for partition in range(self.partitions)}
+            partition: [] for partition in range(self.partitions)
+        }
         for key, value in items:
-            by_partition[self.partition_for(key)].append(
-                (created_at(entry_body(value)), key))
+            by_partition[self.partition_for(key)].append((created_at(entry_body(value)), key))
         self._eviction_order = {
             partition: OrderedDict((key, None) for _, key in sorted(entries))
             for partition, entries in by_partition.items()
         }
-        logger.info("Cache eviction order rebuilt: %d orders in %d partitions",
-                    sum(map(len, self._eviction_order.values())), len(self._eviction_order))
-
+        logger.info(
+            "Cache eviction order rebuilt: %d orders in %d partitions",
+            sum(map(len, self._eviction_order.values())),
+            len(self._eviction_order),
+        )

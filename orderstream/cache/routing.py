@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import aiohttp
 import faust
@@ -40,16 +40,18 @@ class Owners:
         self._distribution: object = None
         self._others: dict[int, URL] = {}
 
-    def other_than_self(self, partition: int) -> Optional[URL]:
+    def other_than_self(self, partition: int) -> URL | None:
         """The owner of ``partition`` if it is another worker; None if it is this one or unknown."""
         distribution = self.app.router.tables_metadata()
         if distribution is not self._distribution:
             changelog = self.table.changelog_topic.get_topic_name()
             own = self.app.conf.canonical_url
-            self._others = {partition: url
-                            for address, partitions_by_topic in distribution.items()
-                            if not is_same_worker(url := URL(address), own)
-                            for partition in partitions_by_topic.get(changelog, ())}
+            self._others = {
+                partition: url
+                for address, partitions_by_topic in distribution.items()
+                if not is_same_worker(url := URL(address), own)
+                for partition in partitions_by_topic.get(changelog, ())
+            }
             self._distribution = distribution
         return self._others.get(partition)
 
@@ -58,8 +60,7 @@ def is_same_worker(url: URL, own: URL) -> bool:
     return (url.host, url.port) == (own.host, own.port)
 
 
-async def ask_owner(app: OrderApp, owner: URL,
-                    request: aioweb.Request) -> Optional[aioweb.Response]:
+async def ask_owner(app: OrderApp, owner: URL, request: aioweb.Request) -> aioweb.Response | None:
     """Forward the lookup to the owner and keep its headers; None when it cannot answer.
 
     The caller's Authorization header goes along: the owner checks the same token against the
@@ -73,18 +74,21 @@ async def ask_owner(app: OrderApp, owner: URL,
         headers[AUTHORIZATION] = authorization
     tracing.inject(headers)  # the owner's span continues this lookup's trace
     try:
-        async with app.http_client.get(target, headers=headers, timeout=FORWARD_TIMEOUT
-                                       ) as reply:
+        async with app.http_client.get(target, headers=headers, timeout=FORWARD_TIMEOUT) as reply:
             body = await reply.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         logger.warning("Lookup forward to %s failed, reading PostgreSQL: %r", owner, exc)
         return None
     if reply.status == 401:
-        logger.warning("Lookup forward to %s refused the token this worker accepted (do the "
-                       "workers' API_TOKENS differ?), reading PostgreSQL", owner)
+        logger.warning(
+            "Lookup forward to %s refused the token this worker accepted (do the "
+            "workers' API_TOKENS differ?), reading PostgreSQL",
+            owner,
+        )
         return None
     if reply.status >= 500:
         return None
     headers = {name: reply.headers[name] for name in PASSED_HEADERS if name in reply.headers}
-    return aioweb.Response(body=body, status=reply.status,
-                           content_type="application/json", headers=headers)
+    return aioweb.Response(
+        body=body, status=reply.status, content_type="application/json", headers=headers
+    )

@@ -23,16 +23,17 @@ warm-up fills an empty cache from PostgreSQL. A partition whose files cannot be 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
-from typing import Any, Iterable, Mapping, Optional, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import faust
 import rocksdict
 from aiokafka.errors import KafkaError
 from faust import stores
-from faust.stores.rocksdb import DB, RocksDBOptions, Store as RocksDBStore
+from faust.stores.rocksdb import DB, RocksDBOptions
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from ..config import Settings
@@ -53,7 +54,7 @@ KEEP_LOG_FILE_NUM = 2
 MAX_LOG_FILE_SIZE = MIB // 4
 
 # A change is a key and its new value; None deletes the key.
-Change = tuple[bytes, Optional[bytes]]
+Change = tuple[bytes, bytes | None]
 
 
 def store_url(settings: Settings) -> str:
@@ -82,8 +83,9 @@ def is_lock_error(exc: BaseException) -> bool:
 
 def is_unreadable(exc: BaseException) -> bool:
     """rocksdict raises a plain Exception whose message starts with RocksDB's status."""
-    return (str(exc).startswith(("Corruption", "IO error", "Invalid argument"))
-            and not is_lock_error(exc))
+    return str(exc).startswith(
+        ("Corruption", "IO error", "Invalid argument")
+    ) and not is_lock_error(exc)
 
 
 class SharedRocksDBOptions(RocksDBOptions):
@@ -104,7 +106,8 @@ class SharedRocksDBOptions(RocksDBOptions):
             raise ValueError("orderstream's RocksDB store needs rocksdict")
         self.block_cache = rocksdict.Cache(self.block_cache_size)
         self.write_buffer_manager = rocksdict.WriteBufferManager(
-            int(self.extra_options["max_unflushed_size"]), False)
+            int(self.extra_options["max_unflushed_size"]), False
+        )
 
     def as_options(self) -> rocksdict.Options:
         extra: Mapping[str, Any] = self.extra_options
@@ -133,12 +136,13 @@ class CacheStore(RocksDBStore):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Faust popped its own keys (driver, read_only); the rest are RocksDB options.
-        self.rocksdb_options = SharedRocksDBOptions(**(self.options or {}),
-                                                    use_rocksdict=self.use_rocksdict)
+        self.rocksdb_options = SharedRocksDBOptions(
+            **(self.options or {}), use_rocksdict=self.use_rocksdict
+        )
 
     # --- reads and writes of one known partition (PartitionStore) ----------------------
 
-    def get_in(self, partition: int, key: bytes) -> Optional[bytes]:
+    def get_in(self, partition: int, key: bytes) -> bytes | None:
         """The value of ``key`` in ``partition``, if this worker has that partition open.
 
         Faust's own get finds the partition from the current stream event or, outside a
@@ -147,8 +151,9 @@ class CacheStore(RocksDBStore):
         db = self._dbs.get(partition)
         return None if db is None else db.get(key)
 
-    def write_in(self, partition: int, changes: Sequence[Change],
-                 offset: Optional[tuple[TP, int]] = None) -> None:
+    def write_in(
+        self, partition: int, changes: Sequence[Change], offset: tuple[TP, int] | None = None
+    ) -> None:
         """Apply ``changes`` to ``partition`` and record its changelog offset, atomically."""
         batch = rocksdict.WriteBatch(raw_mode=True)
         for key, value in changes:
@@ -172,12 +177,16 @@ class CacheStore(RocksDBStore):
             logger.warning(
                 "Discarding the local files of cache partition %d (%s): they cannot be "
                 "opened (%s). The partition is rebuilt from its changelog and PostgreSQL.",
-                partition, self.partition_path(partition), exc)
+                partition,
+                self.partition_path(partition),
+                exc,
+            )
             self._discard(partition)
             return super()._open_for_partition(partition)
 
-    async def on_rebalance(self, assigned: Set[TP], revoked: Set[TP],
-                           newly_assigned: Set[TP], generation_id: int = 0) -> None:
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP], generation_id: int = 0
+    ) -> None:
         """Discard partitions ahead of their changelog, before recovery reads their offset.
 
         Faust's table manager calls this before its recovery service reads the persisted
@@ -203,22 +212,31 @@ class CacheStore(RocksDBStore):
             return []
         try:
             ends = await self.app.consumer.highwaters(*persisted)
-        except (KafkaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             # Faust's recovery asks the broker again; the worst case is Faust's own error.
-            logger.warning("Could not read the end offsets of %s to check the local cache "
-                           "files against them: %r", sorted(persisted), exc)
+            logger.warning(
+                "Could not read the end offsets of %s to check the local cache "
+                "files against them: %r",
+                sorted(persisted),
+                exc,
+            )
             return []
-        stale = sorted(tp for tp, offset in persisted.items()
-                       if ends.get(tp) is not None and offset >= ends[tp])
+        stale = sorted(
+            tp
+            for tp, offset in persisted.items()
+            if ends.get(tp) is not None and offset >= ends[tp]
+        )
         if stale:
             logger.warning(
                 "Discarding the local files of cache partitions %s of %s: their changelog "
                 "offsets (%s) are beyond the topic's end (%s), so Kafka's data was wiped, the "
                 "topic recreated or the files belong to another cluster. The partitions are "
                 "rebuilt from the changelog and PostgreSQL.",
-                ", ".join(str(tp.partition) for tp in stale), stale[0].topic,
+                ", ".join(str(tp.partition) for tp in stale),
+                stale[0].topic,
                 ", ".join(str(persisted[tp]) for tp in stale),
-                ", ".join(str(ends[tp]) for tp in stale))
+                ", ".join(str(ends[tp]) for tp in stale),
+            )
             for tp in stale:
                 self._discard(tp.partition)
         return stale
@@ -242,14 +260,15 @@ class PartitionStore:
     def __init__(self, table: faust.Table) -> None:
         self.table = table
 
-    def get(self, partition: int, key: bytes) -> Optional[bytes]:
+    def get(self, partition: int, key: bytes) -> bytes | None:
         store = self.table.data
         if isinstance(store, CacheStore):
             return store.get_in(partition, key)  # only partitions this worker holds are open
         return store.data.get(key)
 
-    def apply(self, partition: int, changes: Sequence[Change],
-              offset: Optional[tuple[TP, int]] = None) -> None:
+    def apply(
+        self, partition: int, changes: Sequence[Change], offset: tuple[TP, int] | None = None
+    ) -> None:
         """Apply the changes and record the changelog offset, in one write where it can be."""
         store = self.table.data
         if isinstance(store, CacheStore):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from faust.exceptions import NotReady, ProducerSendError
 from faust.types import EventT
@@ -35,8 +36,9 @@ WARM_UP_HEADER = "x-cache-warm-up"
 CacheEntry = tuple[int, bytes, bytes]
 
 
-async def send_to_cache(app: OrderApp, entries: Sequence[CacheEntry], *,
-                        warm_up: bool = False) -> None:
+async def send_to_cache(
+    app: OrderApp, entries: Sequence[CacheEntry], *, warm_up: bool = False
+) -> None:
     """Send stored orders to the cache agent, bundled by partition; wait until Kafka has them."""
     if not app.recent_orders.enabled or not entries:
         return
@@ -45,8 +47,11 @@ async def send_to_cache(app: OrderApp, entries: Sequence[CacheEntry], *,
         by_partition[partition].append((key, value))
     headers = [(WARM_UP_HEADER, b"1")] if warm_up else None
     topic = app.cache_updates_topic
-    sent = [await topic.send(value=data, partition=partition, headers=headers)
-            for partition, group in by_partition.items() for data in bundle(group)]
+    sent = [
+        await topic.send(value=data, partition=partition, headers=headers)
+        for partition, group in by_partition.items()
+        for data in bundle(group)
+    ]
     await asyncio.gather(*sent)
 
 
@@ -67,14 +72,19 @@ async def warm_up_when_empty(app: OrderApp) -> None:
     cache, settings = app.recent_orders, app.settings
     if not cache.enabled or not cache.is_empty():
         return
-    logger.info("Cache warm-up: loading up to %d recent orders from PostgreSQL", settings.cache_size)
+    logger.info(
+        "Cache warm-up: loading up to %d recent orders from PostgreSQL", settings.cache_size
+    )
     try:
         orders = await app.repo.load_recent_versions(settings.cache_size)
     except DatabaseUnavailable as exc:
         logger.warning("Cache warm-up skipped, PostgreSQL unavailable: %s", exc)
         return
-    owned = {tp.partition for tp in app.assignor.assigned_actives()
-             if tp.topic == app.cache_updates_topic.get_topic_name()}
+    owned = {
+        tp.partition
+        for tp in app.assignor.assigned_actives()
+        if tp.topic == app.cache_updates_topic.get_topic_name()
+    }
     entries = []
     for order, version in orders:  # each worker warms the partitions it owns
         key = order.order_uid.encode()
@@ -90,5 +100,8 @@ async def warm_up_when_empty(app: OrderApp) -> None:
         # Stopping closed the producer under us: the next start warms up again.
         logger.info("Cache warm-up interrupted: the worker is stopping")
         return
-    logger.info("Cache warm-up: %d of %d recent orders sent to this worker's partitions",
-                len(entries), len(orders))
+    logger.info(
+        "Cache warm-up: %d of %d recent orders sent to this worker's partitions",
+        len(entries),
+        len(orders),
+    )

@@ -13,16 +13,42 @@ still bad comes back as a new letter carrying that header (agents.dead_letter ke
 
 from .letter import DeadLetter, escape_text, replay_headers
 from .output import letter_line, listing_json, replay_json, replay_summary
-from .selection import (DeadLetterError, KafkaUnavailable, NoneMatch, NothingSelected,
-                        NotReplayable, Selection, UnknownOffsets, error_text, parse_offset,
-                        parse_offsets)
-from .topic import (LIST_LIMIT_MAX, DeadLetterTopic, Listing, Replay, list_letters,
-                    replay_letters)
+from .selection import (
+    DeadLetterError,
+    KafkaUnavailable,
+    NoneMatch,
+    NothingSelected,
+    NotReplayable,
+    Selection,
+    UnknownOffsets,
+    error_text,
+    parse_offset,
+    parse_offsets,
+)
+from .topic import LIST_LIMIT_MAX, DeadLetterTopic, Listing, Replay, list_letters, replay_letters
 
 __all__ = [
-    "DeadLetter", "DeadLetterError", "DeadLetterTopic", "KafkaUnavailable", "LIST_LIMIT_MAX",
-    "Listing", "NoneMatch", "NotReplayable", "NothingSelected", "Replay", "Selection",
-    "UnknownOffsets", "error_text", "escape_text", "letter_line", "list_letters",
-    "listing_json", "parse_offset", "parse_offsets", "replay_headers", "replay_json",
-    "replay_letters", "replay_summary",
+    "DeadLetter",
+    "DeadLetterError",
+    "DeadLetterTopic",
+    "KafkaUnavailable",
+    "LIST_LIMIT_MAX",
+    "Listing",
+    "NoneMatch",
+    "NotReplayable",
+    "NothingSelected",
+    "Replay",
+    "Selection",
+    "UnknownOffsets",
+    "error_text",
+    "escape_text",
+    "letter_line",
+    "list_letters",
+    "listing_json",
+    "parse_offset",
+    "parse_offsets",
+    "replay_headers",
+    "replay_json",
+    "replay_letters",
+    "replay_summary",
 ]

@@ -8,16 +8,25 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
 REPLAYED_FROM = "x-replayed-from"
 # Headers the worker adds to a dead letter; a replay sends the message without them.
-LETTER_HEADERS = frozenset({"x-source-topic", "x-source-partition", "x-source-offset",
-                            "x-error-reason", "x-error", "x-original-size", "x-truncated",
-                            REPLAYED_FROM})
+LETTER_HEADERS = frozenset(
+    {
+        "x-source-topic",
+        "x-source-partition",
+        "x-source-offset",
+        "x-error-reason",
+        "x-error",
+        "x-original-size",
+        "x-truncated",
+        REPLAYED_FROM,
+    }
+)
 PREVIEW_CHARS = 200
 # What of a header's text is shown (the x-error header is at most 4096 bytes).
 TEXT_CHARS = 4096
@@ -27,7 +36,7 @@ ESCAPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 READABLE_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
-def escape_text(text: str, limit: Optional[int] = None) -> str:
+def escape_text(text: str, limit: int | None = None) -> str:
     """``text`` safe to print on a terminal or a page: controls, format characters and
     undecodable bytes (surrogate escapes) as ``\\xNN``/``\\uNNNN``; backslashes doubled;
     cut after ``limit`` characters with an ellipsis."""
@@ -56,7 +65,7 @@ def is_binary(data: bytes) -> bool:
     return any(unicodedata.category(char) == "Cc" and char not in "\t\n\r" for char in text)
 
 
-def header_text(raw: Optional[bytes], limit: int = TEXT_CHARS) -> Optional[str]:
+def header_text(raw: bytes | None, limit: int = TEXT_CHARS) -> str | None:
     return None if raw is None else escape_text(raw.decode("utf-8", "surrogateescape"), limit)
 
 
@@ -68,11 +77,11 @@ class DeadLetter:
     partition: int
     offset: int
     timestamp: int  # milliseconds since the epoch
-    key: Optional[bytes]
-    value: Optional[bytes]
+    key: bytes | None
+    value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
 
-    def header(self, name: str) -> Optional[bytes]:
+    def header(self, name: str) -> bytes | None:
         """The header's last value: a forwarded message may carry an earlier one too."""
         found = None
         for key, value in self.headers:
@@ -85,7 +94,7 @@ class DeadLetter:
         return f"{self.topic}:{self.partition}:{self.offset}"
 
     @property
-    def reason(self) -> Optional[str]:
+    def reason(self) -> str | None:
         return header_text(self.header("x-error-reason"), 100)
 
     @property
@@ -93,7 +102,7 @@ class DeadLetter:
         return self.header("x-truncated") == b"true"
 
     @property
-    def source(self) -> Optional[tuple[str, int, int]]:
+    def source(self) -> tuple[str, int, int] | None:
         """Where the worker read the message (topic, partition, offset), if the headers say."""
         topic = self.header("x-source-topic")
         partition, offset = self.header("x-source-partition"), self.header("x-source-offset")
@@ -103,7 +112,7 @@ class DeadLetter:
             return None
 
     @property
-    def replayed_from(self) -> Optional[str]:
+    def replayed_from(self) -> str | None:
         return header_text(self.header(REPLAYED_FROM), 300)
 
     @property
@@ -115,7 +124,7 @@ class DeadLetter:
         return len(self.value or b"")
 
     @property
-    def order_uid(self) -> Optional[str]:
+    def order_uid(self) -> str | None:
         """The order_uid the payload claims, if it is a JSON object with one."""
         try:
             data = orjson.loads(self.value or b"")
@@ -131,7 +140,7 @@ class DeadLetter:
     @property
     def preview(self) -> str:
         # 4 bytes a character at most: enough bytes for PREVIEW_CHARS characters.
-        head = (self.value or b"")[:PREVIEW_CHARS * 4 + 4]
+        head = (self.value or b"")[: PREVIEW_CHARS * 4 + 4]
         text = escape_text(head.decode("utf-8", "surrogateescape"), PREVIEW_CHARS)
         if len(self.value or b"") > len(head) and not text.endswith("…"):
             text += "…"
@@ -139,26 +148,38 @@ class DeadLetter:
 
     @property
     def time(self) -> str:
-        moment = datetime.fromtimestamp(self.timestamp / 1000, tz=timezone.utc)
+        moment = datetime.fromtimestamp(self.timestamp / 1000, tz=UTC)
         return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def as_json(self) -> dict[str, Any]:
         """The letter as GET /api/dead-letters and `dlq list --json` give it."""
         source = self.source
         return {
-            "partition": self.partition, "offset": self.offset, "timestamp": self.time,
-            "reason": self.reason, "error": header_text(self.header("x-error")),
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp": self.time,
+            "reason": self.reason,
+            "error": header_text(self.header("x-error")),
             "order_uid": self.order_uid,
-            "source": None if source is None else {
-                "topic": escape_text(source[0], 300), "partition": source[1],
-                "offset": source[2]},
-            "replayed_from": self.replayed_from, "size": self.size,
-            "truncated": self.truncated, "binary": self.binary, "preview": self.preview,
+            "source": None
+            if source is None
+            else {
+                "topic": escape_text(source[0], 300),
+                "partition": source[1],
+                "offset": source[2],
+            },
+            "replayed_from": self.replayed_from,
+            "size": self.size,
+            "truncated": self.truncated,
+            "binary": self.binary,
+            "preview": self.preview,
         }
 
 
 def replay_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     """The message's own headers (without the worker's dead-letter headers) and where it is
     replayed from."""
-    return [*((name, value) for name, value in letter.headers if name not in LETTER_HEADERS),
-            (REPLAYED_FROM, letter.position.encode())]
+    return [
+        *((name, value) for name, value in letter.headers if name not in LETTER_HEADERS),
+        (REPLAYED_FROM, letter.position.encode()),
+    ]

@@ -12,7 +12,9 @@ def letter_line(letter: DeadLetter) -> str:
     """One line of `dlq list`: position, reason, error, order_uid, source, preview."""
     source = letter.source
     parts = [
-        f"offset={letter.offset}", f"partition={letter.partition}", letter.time,
+        f"offset={letter.offset}",
+        f"partition={letter.partition}",
+        letter.time,
         f"reason={letter.reason or '-'}",
         f"order_uid={letter.order_uid or '-'}",
         "source=" + (f"{escape_text(source[0], 300)}:{source[1]}:{source[2]}" if source else "-"),
@@ -32,30 +34,48 @@ def replay_summary(replay: Replay) -> list[str]:
     lines = []
     for item in replay.replayed:
         letter = item.letter
-        where = (f"{item.topic}" if item.partition is None
-                 else f"{item.topic}:{item.partition}:{item.offset}")
-        lines.append(f"{'would replay' if replay.dry_run else 'replayed'} "
-                     f"{letter.partition}:{letter.offset} ({letter.reason}, order_uid "
-                     f"{letter.order_uid or '-'}) -> {where}")
+        where = (
+            f"{item.topic}"
+            if item.partition is None
+            else f"{item.topic}:{item.partition}:{item.offset}"
+        )
+        lines.append(
+            f"{'would replay' if replay.dry_run else 'replayed'} "
+            f"{letter.partition}:{letter.offset} ({letter.reason}, order_uid "
+            f"{letter.order_uid or '-'}) -> {where}"
+        )
     for skip in replay.skipped:
         lines.append(f"skipped {skip.letter.partition}:{skip.letter.offset}: {skip.why}")
     verb = "would replay" if replay.dry_run else "replayed"
-    lines.append(f"{verb} {len(replay.replayed)} dead letter(s)"
-                 + (f", skipped {len(replay.skipped)}" if replay.skipped else ""))
+    lines.append(
+        f"{verb} {len(replay.replayed)} dead letter(s)"
+        + (f", skipped {len(replay.skipped)}" if replay.skipped else "")
+    )
     return lines
 
 
 def listing_json(listing: Listing) -> dict[str, Any]:
-    return {"topic": listing.topic, "total": listing.total,
-            "dead_letters": [letter.as_json() for letter in listing.letters]}
+    return {
+        "topic": listing.topic,
+        "total": listing.total,
+        "dead_letters": [letter.as_json() for letter in listing.letters],
+    }
 
 
 def replay_json(replay: Replay) -> dict[str, Any]:
     return {
-        "dry_run": replay.dry_run, "count": len(replay.replayed),
-        "replayed": [{"partition": item.letter.partition, "offset": item.letter.offset,
-                      "to": {"topic": item.topic, "partition": item.partition,
-                             "offset": item.offset}} for item in replay.replayed],
-        "skipped": [{"partition": skip.letter.partition, "offset": skip.letter.offset,
-                     "why": skip.why} for skip in replay.skipped],
+        "dry_run": replay.dry_run,
+        "count": len(replay.replayed),
+        "replayed": [
+            {
+                "partition": item.letter.partition,
+                "offset": item.letter.offset,
+                "to": {"topic": item.topic, "partition": item.partition, "offset": item.offset},
+            }
+            for item in replay.replayed
+        ],
+        "skipped": [
+            {"partition": skip.letter.partition, "offset": skip.letter.offset, "why": skip.why}
+            for skip in replay.skipped
+        ],
     }

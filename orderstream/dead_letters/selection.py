@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from .letter import escape_text
 
@@ -51,8 +52,10 @@ def parse_offset(text: str) -> tuple[int, int]:
     """``P:O`` (partition:offset) as numbers; DeadLetterError when it is not that."""
     match = OFFSET_SYNTAX.fullmatch(text.strip())
     if match is None:
-        raise DeadLetterError(f"not a dead letter's position: {escape_text(text, 100)!r}; "
-                              "expected PARTITION:OFFSET, e.g. 0:7")
+        raise DeadLetterError(
+            f"not a dead letter's position: {escape_text(text, 100)!r}; "
+            "expected PARTITION:OFFSET, e.g. 0:7"
+        )
     return int(match.group(1)), int(match.group(2))
 
 
@@ -72,7 +75,7 @@ class Selection:
 
     offsets: list[tuple[int, int]] = field(default_factory=list)
     every: bool = False
-    reason: Optional[str] = None
+    reason: str | None = None
 
     def names_something(self) -> bool:
         return bool(self.offsets) or self.every or self.reason is not None

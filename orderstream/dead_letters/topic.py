@@ -8,8 +8,8 @@ its own replays produce.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Optional
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -19,8 +19,14 @@ from .. import kafka_security
 from ..config import Settings
 from ..republish import MAX_REQUEST_BYTES
 from .letter import REPLAYED_FROM, DeadLetter, escape_text, replay_headers
-from .selection import (KafkaUnavailable, NoneMatch, NothingSelected, NotReplayable, Selection,
-                        UnknownOffsets)
+from .selection import (
+    KafkaUnavailable,
+    NoneMatch,
+    NothingSelected,
+    NotReplayable,
+    Selection,
+    UnknownOffsets,
+)
 
 LIST_LIMIT_MAX = 500
 # Seconds without an answer (opening, or a read that gets no message) before Kafka counts as
@@ -39,8 +45,8 @@ class Listing:
 class Replayed:
     letter: DeadLetter
     topic: str
-    partition: Optional[int] = None  # None on a dry run
-    offset: Optional[int] = None
+    partition: int | None = None  # None on a dry run
+    offset: int | None = None
 
 
 @dataclass(frozen=True)
@@ -59,24 +65,25 @@ class Replay:
 class DeadLetterTopic:
     """A reader (and replayer) of the dead-letter topic of ``settings``; use ``async with``."""
 
-    def __init__(self, settings: Settings, producer: Optional[AIOKafkaProducer] = None) -> None:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer | None = None) -> None:
         self.settings = settings
         self.topic = settings.dead_letter_topic
         self.brokers = ",".join(settings.kafka_brokers)
         self.security = kafka_security.client_kwargs(settings)
         self._producer = producer  # the worker's, else one of our own when replaying
-        self._own_producer: Optional[AIOKafkaProducer] = None
-        self._consumer: Optional[AIOKafkaConsumer] = None
+        self._own_producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
         # Each partition's [first, end) offsets, read once when the reader opens.
         self.bounds: dict[int, tuple[int, int]] = {}
 
     async def __aenter__(self) -> DeadLetterTopic:
         try:
             await asyncio.wait_for(self._open(), READ_TIMEOUT)
-        except (KafkaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             await self.close()
-            raise KafkaUnavailable(f"Kafka at {self.brokers} did not answer: "
-                                   f"{type(exc).__name__}: {exc}") from exc
+            raise KafkaUnavailable(
+                f"Kafka at {self.brokers} did not answer: {type(exc).__name__}: {exc}"
+            ) from exc
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -87,9 +94,14 @@ class DeadLetterTopic:
         if not partitions:
             return  # no topic yet: no worker has started, no letter exists
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.brokers, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_partition_fetch_bytes=MAX_REQUEST_BYTES,
-            fetch_max_bytes=4 * MAX_REQUEST_BYTES, **self.security)
+            bootstrap_servers=self.brokers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=MAX_REQUEST_BYTES,
+            fetch_max_bytes=4 * MAX_REQUEST_BYTES,
+            **self.security,
+        )
         await self._consumer.start()
         tps = [TopicPartition(self.topic, p) for p in partitions]
         self._consumer.assign(tps)
@@ -147,14 +159,20 @@ class DeadLetterTopic:
                 stop = pending[tp.partition][1]
                 for record in records:
                     if record.offset < stop:
-                        yield DeadLetter(self.topic, record.partition, record.offset,
-                                         record.timestamp, record.key, record.value,
-                                         tuple(record.headers or ()))
+                        yield DeadLetter(
+                            self.topic,
+                            record.partition,
+                            record.offset,
+                            record.timestamp,
+                            record.key,
+                            record.value,
+                            tuple(record.headers or ()),
+                        )
             for tp in tps:
                 if await consumer.position(tp) >= pending[tp.partition][1]:
                     del pending[tp.partition]
 
-    async def newest(self, limit: int, reason: Optional[str] = None) -> list[DeadLetter]:
+    async def newest(self, limit: int, reason: str | None = None) -> list[DeadLetter]:
         """The newest ``limit`` letters (of ``reason``), newest first: by timestamp across
         partitions, by offset within one. Reads each partition backwards, window by window,
         until it has ``limit`` or reaches the start."""
@@ -162,9 +180,11 @@ class DeadLetterTopic:
         edge = {p: end for p, (_, end) in self.bounds.items()}
         window = limit
         while True:
-            ranges = {p: (max(self.bounds[p][0], edge[p] - window), edge[p])
-                      for p in self.bounds
-                      if len(found[p]) < limit and edge[p] > self.bounds[p][0]}
+            ranges = {
+                p: (max(self.bounds[p][0], edge[p] - window), edge[p])
+                for p in self.bounds
+                if len(found[p]) < limit and edge[p] > self.bounds[p][0]
+            }
             if not ranges:
                 break
             async for letter in self.read(ranges):
@@ -174,8 +194,9 @@ class DeadLetterTopic:
                 edge[p] = start
             window *= 4
         letters = [letter for batch in found.values() for letter in batch]
-        letters.sort(key=lambda letter: (letter.timestamp, letter.offset, letter.partition),
-                     reverse=True)
+        letters.sort(
+            key=lambda letter: (letter.timestamp, letter.offset, letter.partition), reverse=True
+        )
         return letters[:limit]
 
     async def select(self, selection: Selection) -> tuple[list[DeadLetter], list[Skipped]]:
@@ -188,8 +209,9 @@ class DeadLetterTopic:
         wanted = set(selection.offsets)
         unknown = sorted(position for position in wanted if not self._holds(*position))
         if unknown:
-            raise UnknownOffsets("no dead letter at these offsets",
-                                 offsets=[f"{p}:{o}" for p, o in unknown])
+            raise UnknownOffsets(
+                "no dead letter at these offsets", offsets=[f"{p}:{o}" for p, o in unknown]
+            )
         if selection.every or selection.reason is not None:
             # Every letter: the whole topic, once. A letter that came back from an earlier
             # replay (another letter names it in x-replayed-from) is left out, as that newer
@@ -201,7 +223,8 @@ class DeadLetterTopic:
                 if origin is not None:
                     came_back.add(origin.decode("utf-8", "replace"))
                 if (letter.partition, letter.offset) in wanted or (
-                        selection.reason is None or letter.reason == selection.reason):
+                    selection.reason is None or letter.reason == selection.reason
+                ):
                     matching.append(letter)
             for letter in matching:
                 named = (letter.partition, letter.offset) in wanted
@@ -224,23 +247,33 @@ class DeadLetterTopic:
                     chosen[(letter.partition, letter.offset)] = letter
             missing = sorted(wanted - set(chosen))
             if missing:  # a gap in the offsets (a compacted or transactional topic)
-                raise UnknownOffsets("no dead letter at these offsets",
-                                     offsets=[f"{p}:{o}" for p, o in missing])
-            refused = [f"{letter.partition}:{letter.offset}: {why}" for letter in chosen.values()
-                       if (why := self.why_not_replayable(letter)) is not None]
+                raise UnknownOffsets(
+                    "no dead letter at these offsets", offsets=[f"{p}:{o}" for p, o in missing]
+                )
+            refused = [
+                f"{letter.partition}:{letter.offset}: {why}"
+                for letter in chosen.values()
+                if (why := self.why_not_replayable(letter)) is not None
+            ]
             if refused:
                 raise NotReplayable("cannot replay " + "; ".join(refused))
         if not chosen:
-            raise NoneMatch("no dead letter to replay" + (
-                f" with reason {escape_text(selection.reason, 100)!r}"
-                if selection.reason is not None else ""), skipped=str(len(skipped)))
+            raise NoneMatch(
+                "no dead letter to replay"
+                + (
+                    f" with reason {escape_text(selection.reason, 100)!r}"
+                    if selection.reason is not None
+                    else ""
+                ),
+                skipped=str(len(skipped)),
+            )
         return [chosen[position] for position in sorted(chosen)], skipped
 
     def _holds(self, partition: int, offset: int) -> bool:
         first, end = self.bounds.get(partition, (0, 0))
         return first <= offset < end
 
-    def why_not_replayable(self, letter: DeadLetter) -> Optional[str]:
+    def why_not_replayable(self, letter: DeadLetter) -> str | None:
         """Why ``letter`` cannot be replayed, or None when it can."""
         if letter.truncated:
             source = letter.source
@@ -248,8 +281,10 @@ class DeadLetterTopic:
             return f"a stub, not the message{where}"
         topic = self.target_topic(letter)
         if topic != self.settings.kafka_topic:
-            return (f"its source topic {escape_text(topic, 300)!r} is not KAFKA_TOPIC "
-                    f"{self.settings.kafka_topic!r}")
+            return (
+                f"its source topic {escape_text(topic, 300)!r} is not KAFKA_TOPIC "
+                f"{self.settings.kafka_topic!r}"
+            )
         return None
 
     def target_topic(self, letter: DeadLetter) -> str:
@@ -260,39 +295,59 @@ class DeadLetterTopic:
         """Publish the selected letters to their source topic and wait until Kafka has them."""
         letters, skipped = await self.select(selection)
         if dry_run:
-            return Replay(True, [Replayed(letter, self.target_topic(letter))
-                                 for letter in letters], skipped)
+            return Replay(
+                True, [Replayed(letter, self.target_topic(letter)) for letter in letters], skipped
+            )
         producer = await self._producer_for_replay()
         futures = []
         try:
             for letter in letters:
-                futures.append(await producer.send(
-                    self.target_topic(letter), letter.value, key=letter.key,
-                    headers=replay_headers(letter)))
+                futures.append(
+                    await producer.send(
+                        self.target_topic(letter),
+                        letter.value,
+                        key=letter.key,
+                        headers=replay_headers(letter),
+                    )
+                )
             sent = await asyncio.gather(*futures)
         except KafkaError as exc:
             raise KafkaUnavailable(f"publishing the replay: {type(exc).__name__}: {exc}") from exc
-        return Replay(False, [Replayed(letter, meta.topic, meta.partition, meta.offset)
-                              for letter, meta in zip(letters, sent)], skipped)
+        return Replay(
+            False,
+            [
+                Replayed(letter, meta.topic, meta.partition, meta.offset)
+                for letter, meta in zip(letters, sent)
+            ],
+            skipped,
+        )
 
     async def _producer_for_replay(self) -> AIOKafkaProducer:
         if self._producer is not None:
             return self._producer
         self._own_producer = AIOKafkaProducer(
-            bootstrap_servers=self.brokers, acks="all", max_request_size=MAX_REQUEST_BYTES,
-            **self.security)
+            bootstrap_servers=self.brokers,
+            acks="all",
+            max_request_size=MAX_REQUEST_BYTES,
+            **self.security,
+        )
         await self._own_producer.start()
         return self._own_producer
 
 
-async def list_letters(settings: Settings, limit: int, reason: Optional[str] = None) -> Listing:
+async def list_letters(settings: Settings, limit: int, reason: str | None = None) -> Listing:
     """The newest ``limit`` letters (of ``reason``) and the topic's size."""
     async with DeadLetterTopic(settings) as topic:
         return Listing(topic.topic, topic.total, await topic.newest(limit, reason))
 
 
-async def replay_letters(settings: Settings, selection: Selection, *, dry_run: bool = False,
-                         producer: Optional[AIOKafkaProducer] = None) -> Replay:
+async def replay_letters(
+    settings: Settings,
+    selection: Selection,
+    *,
+    dry_run: bool = False,
+    producer: AIOKafkaProducer | None = None,
+) -> Replay:
     """Replay the letters ``selection`` names (with ``producer``, else one of its own)."""
     async with DeadLetterTopic(settings, producer) as topic:
         return await topic.replay(selection, dry_run=dry_run)

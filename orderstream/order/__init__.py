@@ -12,14 +12,36 @@ without an environment, Kafka or PostgreSQL.
 from .generator import random_order, random_orders
 from .partitioning import partition_of
 from .records import (
-    ORDER_UID_MAX_LENGTH, Delivery, InvalidOrder, Item, Order, Payment, decode_order,
-    decode_order_and_body, encode_order, format_timestamp, is_valid_order_uid, order_from_dict,
+    ORDER_UID_MAX_LENGTH,
+    Delivery,
+    InvalidOrder,
+    Item,
+    Order,
+    Payment,
+    decode_order,
+    decode_order_and_body,
+    encode_order,
+    format_timestamp,
+    is_valid_order_uid,
+    order_from_dict,
     order_to_dict,
 )
 
 __all__ = [
-    "Delivery", "Payment", "Item", "Order", "InvalidOrder", "ORDER_UID_MAX_LENGTH",
-    "is_valid_order_uid", "decode_order", "decode_order_and_body", "order_from_dict",
-    "order_to_dict", "encode_order", "format_timestamp", "partition_of", "random_order",
+    "Delivery",
+    "Payment",
+    "Item",
+    "Order",
+    "InvalidOrder",
+    "ORDER_UID_MAX_LENGTH",
+    "is_valid_order_uid",
+    "decode_order",
+    "decode_order_and_body",
+    "order_from_dict",
+    "order_to_dict",
+    "encode_order",
+    "format_timestamp",
+    "partition_of",
+    "random_order",
     "random_orders",
 ]

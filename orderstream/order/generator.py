@@ -6,16 +6,31 @@ after sale, ``goods_total`` and ``amount`` summed as the validator sums them.
 
 import random
 import string
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 from orderstream.order.records import Delivery, Item, Order, Payment
 
-FIRST_NAMES = ("Ivan", "Anna", "Dmitry", "Olga", "Sergey", "Maria", "Alexey", "Elena", "Test", "Noa")
+FIRST_NAMES = (
+    "Ivan",
+    "Anna",
+    "Dmitry",
+    "Olga",
+    "Sergey",
+    "Maria",
+    "Alexey",
+    "Elena",
+    "Test",
+    "Noa",
+)
 LAST_NAMES = ("Ivanov", "Petrova", "Smirnov", "Kuznetsova", "Popov", "Volkova", "Testov", "Levi")
 PLACES = (  # (city, region, zip length, phone country code)
-    ("Moscow", "Moscow", 6, "7"), ("Kazan", "Tatarstan", 6, "7"), ("Almaty", "Almaty", 6, "7"),
-    ("Minsk", "Minsk", 6, "375"), ("Kiryat Mozkin", "Kraiot", 7, "972"), ("Yerevan", "Yerevan", 4, "374"),
+    ("Moscow", "Moscow", 6, "7"),
+    ("Kazan", "Tatarstan", 6, "7"),
+    ("Almaty", "Almaty", 6, "7"),
+    ("Minsk", "Minsk", 6, "375"),
+    ("Kiryat Mozkin", "Kraiot", 7, "972"),
+    ("Yerevan", "Yerevan", 4, "374"),
 )
 STREETS = ("Ploshad Mira", "Lenina", "Tverskaya", "Sadovaya", "Pushkina", "Gagarina", "Nevsky")
 EMAIL_DOMAINS = ("gmail.com", "yandex.ru", "mail.ru", "example.com")
@@ -23,10 +38,14 @@ CURRENCIES = ("USD", "EUR", "RUB", "KZT", "BYN")
 PROVIDERS = ("wbpay", "applepay", "googlepay", "sbp")
 BANKS = ("alpha", "sber", "tinkoff", "vtb", "gazprom")
 PRODUCTS = (  # (name, brand, price range in minor units)
-    ("Mascaras", "Vivienne Sabo", (200, 900)), ("Lipstick", "Maybelline", (300, 1500)),
-    ("T-shirt", "Befree", (500, 2500)), ("Sneakers", "Nike", (4000, 15000)),
-    ("Backpack", "Xiaomi", (1500, 6000)), ("Phone case", "Baseus", (150, 1200)),
-    ("Jeans", "Levi's", (3000, 9000)), ("Headphones", "JBL", (2000, 12000)),
+    ("Mascaras", "Vivienne Sabo", (200, 900)),
+    ("Lipstick", "Maybelline", (300, 1500)),
+    ("T-shirt", "Befree", (500, 2500)),
+    ("Sneakers", "Nike", (4000, 15000)),
+    ("Backpack", "Xiaomi", (1500, 6000)),
+    ("Phone case", "Baseus", (150, 1200)),
+    ("Jeans", "Levi's", (3000, 9000)),
+    ("Headphones", "JBL", (2000, 12000)),
 )
 SIZES = ("0", "XS", "S", "M", "L", "XL", "38", "42")
 SALES = (0, 0, 5, 10, 15, 20, 25, 30, 50)
@@ -74,10 +93,10 @@ def _item(rng: random.Random, track_number: str) -> Item:
 
 def random_order(rng: random.Random, *, now: datetime | None = None) -> Order:
     """One valid order created within the day before ``now`` (default: the current UTC time)."""
-    now = datetime.now(timezone.utc) if now is None else now
+    now = datetime.now(UTC) if now is None else now
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    created = now.astimezone(timezone.utc).replace(microsecond=0) - timedelta(seconds=rng.randrange(86_400))
+    created = now.astimezone(UTC).replace(microsecond=0) - timedelta(seconds=rng.randrange(86_400))
     order_uid = _text(rng, HEX, rng.choice((15, 16))) + _text(rng, string.ascii_lowercase, 4)
     track_number = "WBIL" + _text(rng, string.ascii_uppercase, 10)
     items = [_item(rng, track_number) for _ in range(rng.randint(1, 5))]
@@ -117,6 +136,6 @@ def random_order(rng: random.Random, *, now: datetime | None = None) -> Order:
 def random_orders(seed: int | None, n: int, *, now: datetime | None = None) -> Iterator[Order]:
     """``n`` orders from one seeded generator; the same seed and ``now`` give the same orders."""
     rng = random.Random(seed)
-    now = datetime.now(timezone.utc) if now is None else now  # one clock reading for the batch
+    now = datetime.now(UTC) if now is None else now  # one clock reading for the batch
     for _ in range(n):
         yield random_order(rng, now=now)

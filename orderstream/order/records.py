@@ -14,8 +14,8 @@ the ``orders`` topic's message format and the body of ``GET /order/{order_uid}``
   coercion is lenient ("1" becomes 1) and its validation stops at the first error.
 """
 
-from datetime import datetime, timezone
-from typing import Any, List, Optional, TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import faust
 import orjson
@@ -31,8 +31,18 @@ from orderstream.order.validation import (
 R = TypeVar("R", bound=faust.Record)
 
 __all__ = [
-    "Delivery", "Payment", "Item", "Order", "InvalidOrder", "ORDER_UID_MAX_LENGTH",
-    "is_valid_order_uid", "decode_order", "decode_order_and_body", "order_from_dict", "order_to_dict", "encode_order",
+    "Delivery",
+    "Payment",
+    "Item",
+    "Order",
+    "InvalidOrder",
+    "ORDER_UID_MAX_LENGTH",
+    "is_valid_order_uid",
+    "decode_order",
+    "decode_order_and_body",
+    "order_from_dict",
+    "order_to_dict",
+    "encode_order",
     "format_timestamp",
 ]
 
@@ -88,7 +98,7 @@ class Order(faust.Record, include_metadata=False):
     entry: str
     delivery: Delivery
     payment: Payment
-    items: List[Item]
+    items: list[Item]
     locale: str
     internal_signature: str
     customer_id: str
@@ -118,8 +128,7 @@ def decode_order(raw: bytes) -> Order:
     return order_from_dict(_parse(raw))
 
 
-def decode_order_and_body(raw: bytes, *, latest: Optional[datetime] = None
-                          ) -> tuple[Order, bytes]:
+def decode_order_and_body(raw: bytes, *, latest: datetime | None = None) -> tuple[Order, bytes]:
     """decode_order, and the order's wire JSON (what encode_order returns), in one pass.
 
     The body is encoded from the validated plain values, before they become Records:
@@ -164,7 +173,7 @@ def format_timestamp(moment: datetime) -> str:
     """Render an aware datetime as RFC 3339 in UTC with a ``Z``; reject naive ones."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"date_created must be timezone-aware, got {moment!r}")
-    return moment.astimezone(timezone.utc).isoformat()[:-6] + "Z"  # drop "+00:00"
+    return moment.astimezone(UTC).isoformat()[:-6] + "Z"  # drop "+00:00"
 
 
 def order_to_dict(order: Order) -> dict[str, Any]:

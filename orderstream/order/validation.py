@@ -15,8 +15,9 @@ consumer upgrades.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 ORDER_UID_MAX_LENGTH = 64
 MAX_ITEMS = 1000
@@ -33,8 +34,15 @@ _UID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % ORDER_UID_MAX_LENGTH)
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE = re.compile(r"\+?[0-9]{6,15}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_JSON_TYPES = {dict: "object", list: "array", str: "string", int: "integer", float: "number",
-               bool: "boolean", type(None): "null"}
+_JSON_TYPES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 _MISSING = object()
 
 
@@ -58,12 +66,14 @@ def is_valid_order_uid(uid: str) -> bool:
 # Rules take a value of the right JSON type and return it (possibly converted) or raise
 # ValueError with the text that follows "<path>: " in the error message.
 Rule = Callable[[Any], Any]
-Field = tuple[str, type[Any], Optional[Rule]]
+Field = tuple[str, type[Any], Rule | None]
 
 
 def _order_uid(value: str) -> str:
     if _UID.fullmatch(value) is None:
-        raise ValueError(f"must be 1-{ORDER_UID_MAX_LENGTH} characters of A-Z, a-z, 0-9, '_' or '-'")
+        raise ValueError(
+            f"must be 1-{ORDER_UID_MAX_LENGTH} characters of A-Z, a-z, 0-9, '_' or '-'"
+        )
     return value
 
 
@@ -113,33 +123,58 @@ def _timestamp(value: str) -> datetime:
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"must include a timezone (e.g. 'Z' or '+03:00'), got {value!r}")
     try:
-        return parsed.astimezone(timezone.utc)
+        return parsed.astimezone(UTC)
     except OverflowError:
         raise ValueError(f"is out of range in UTC, got {value!r}") from None
 
 
 DELIVERY_FIELDS: tuple[Field, ...] = (
-    ("name", str, None), ("phone", str, _phone), ("zip", str, None), ("city", str, None),
-    ("address", str, None), ("region", str, None), ("email", str, _email),
+    ("name", str, None),
+    ("phone", str, _phone),
+    ("zip", str, None),
+    ("city", str, None),
+    ("address", str, None),
+    ("region", str, None),
+    ("email", str, _email),
 )
 PAYMENT_FIELDS: tuple[Field, ...] = (
-    ("transaction", str, None), ("request_id", str, None), ("currency", str, _currency),
-    ("provider", str, None), ("amount", int, _non_negative), ("payment_dt", int, _non_negative),
-    ("bank", str, None), ("delivery_cost", int, _non_negative),
-    ("goods_total", int, _non_negative), ("custom_fee", int, _non_negative),
+    ("transaction", str, None),
+    ("request_id", str, None),
+    ("currency", str, _currency),
+    ("provider", str, None),
+    ("amount", int, _non_negative),
+    ("payment_dt", int, _non_negative),
+    ("bank", str, None),
+    ("delivery_cost", int, _non_negative),
+    ("goods_total", int, _non_negative),
+    ("custom_fee", int, _non_negative),
 )
 ITEM_FIELDS: tuple[Field, ...] = (
-    ("chrt_id", int, None), ("track_number", str, None), ("price", int, _non_negative),
-    ("rid", str, None), ("name", str, None), ("sale", int, _percent), ("size", str, None),
-    ("total_price", int, _non_negative), ("nm_id", int, None), ("brand", str, None),
+    ("chrt_id", int, None),
+    ("track_number", str, None),
+    ("price", int, _non_negative),
+    ("rid", str, None),
+    ("name", str, None),
+    ("sale", int, _percent),
+    ("size", str, None),
+    ("total_price", int, _non_negative),
+    ("nm_id", int, None),
+    ("brand", str, None),
     ("status", int, _int32),
 )
 # The order's own scalars; its nested delivery, payment and items are read by validate_order.
 ORDER_FIELDS: tuple[Field, ...] = (
-    ("order_uid", str, _order_uid), ("track_number", str, None), ("entry", str, None),
-    ("locale", str, None), ("internal_signature", str, None), ("customer_id", str, None),
-    ("delivery_service", str, None), ("shardkey", str, None), ("sm_id", int, None),
-    ("date_created", str, _timestamp), ("oof_shard", str, None),
+    ("order_uid", str, _order_uid),
+    ("track_number", str, None),
+    ("entry", str, None),
+    ("locale", str, None),
+    ("internal_signature", str, None),
+    ("customer_id", str, None),
+    ("delivery_service", str, None),
+    ("shardkey", str, None),
+    ("sm_id", int, None),
+    ("date_created", str, _timestamp),
+    ("oof_shard", str, None),
 )
 
 
@@ -175,7 +210,10 @@ class _Problems:
         self.messages.append(f"{path}: {text}")
 
     def wrong_type(self, path: str, expected: str, value: object) -> None:
-        self.shape(path, "missing" if value is _MISSING else f"expected {expected}, got {_json_type(value)}")
+        self.shape(
+            path,
+            "missing" if value is _MISSING else f"expected {expected}, got {_json_type(value)}",
+        )
 
     def rule(self, path: str, text: str) -> None:
         self.messages.append(f"{path}: {text}")
@@ -192,8 +230,9 @@ def _object(value: object, path: str, problems: _Problems) -> dict[str, Any] | N
     return None
 
 
-def _read(data: dict[str, Any], prefix: str, spec: Sequence[Field],
-          problems: _Problems) -> dict[str, Any]:
+def _read(
+    data: dict[str, Any], prefix: str, spec: Sequence[Field], problems: _Problems
+) -> dict[str, Any]:
     """Return the valid fields of ``data`` named in ``spec``, in spec order; report the others."""
     clean: dict[str, Any] = {}
     for name, kind, rule in spec:
@@ -221,26 +260,32 @@ def _read(data: dict[str, Any], prefix: str, spec: Sequence[Field],
     return clean
 
 
-def _read_item(data: dict[str, Any], prefix: str, track_number: str | None,
-               problems: _Problems) -> dict[str, Any]:
+def _read_item(
+    data: dict[str, Any], prefix: str, track_number: str | None, problems: _Problems
+) -> dict[str, Any]:
     """Return the item's valid fields, checked against the order's track number and its sale."""
     item = _read(data, prefix, ITEM_FIELDS, problems)
     own_track = item.get("track_number")
     if track_number is not None and own_track is not None and own_track != track_number:
-        problems.rule(prefix + "track_number",
-                      f"expected {track_number!r} (the order's track_number), got {own_track!r}")
+        problems.rule(
+            prefix + "track_number",
+            f"expected {track_number!r} (the order's track_number), got {own_track!r}",
+        )
     if "price" in item and "sale" in item and "total_price" in item:
         price, sale, total = item["price"], item["sale"], item["total_price"]
         expected = price * (100 - sale) // 100
         if total != expected:
-            problems.rule(prefix + "total_price",
-                          f"expected {expected} (price {price} with sale {sale}%), got {total}")
+            problems.rule(
+                prefix + "total_price",
+                f"expected {expected} (price {price} with sale {sale}%), got {total}",
+            )
             del item["total_price"]  # not a valid part of goods_total
     return item
 
 
-def _read_items(value: object, track_number: str | None,
-                problems: _Problems) -> list[dict[str, Any]] | None:
+def _read_items(
+    value: object, track_number: str | None, problems: _Problems
+) -> list[dict[str, Any]] | None:
     """Return every item's valid fields, or None when the list itself is unusable."""
     if type(value) is not list:
         problems.wrong_type("items", "array", value)
@@ -259,22 +304,32 @@ def _read_items(value: object, track_number: str | None,
     return items
 
 
-def _check_totals(payment: dict[str, Any], items: list[dict[str, Any]] | None,
-                  problems: _Problems) -> None:
+def _check_totals(
+    payment: dict[str, Any], items: list[dict[str, Any]] | None, problems: _Problems
+) -> None:
     """Check the payment sums, each only when all of its parts are themselves valid."""
     goods_total = payment.get("goods_total")
-    if goods_total is not None and items is not None and all("total_price" in item for item in items):
+    if (
+        goods_total is not None
+        and items is not None
+        and all("total_price" in item for item in items)
+    ):
         expected = sum(item["total_price"] for item in items)
         if goods_total != expected:
-            problems.rule("payment.goods_total",
-                          f"expected {expected} (sum of items.total_price), got {goods_total}")
+            problems.rule(
+                "payment.goods_total",
+                f"expected {expected} (sum of items.total_price), got {goods_total}",
+            )
     parts = [payment.get(name) for name in ("goods_total", "delivery_cost", "custom_fee")]
     amount = payment.get("amount")
     if amount is not None and None not in parts:
         expected = sum(parts)
         if amount != expected:
-            problems.rule("payment.amount", f"expected {expected} (goods_total {parts[0]} + delivery_cost "
-                                            f"{parts[1]} + custom_fee {parts[2]}), got {amount}")
+            problems.rule(
+                "payment.amount",
+                f"expected {expected} (goods_total {parts[0]} + delivery_cost "
+                f"{parts[1]} + custom_fee {parts[2]}), got {amount}",
+            )
 
 
 def _check_not_in_future(order: dict[str, Any], latest: datetime, problems: _Problems) -> None:
@@ -285,11 +340,13 @@ def _check_not_in_future(order: dict[str, Any], latest: datetime, problems: _Pro
     created = order.get("date_created")
     if created is not None and created > latest:
         ahead = (created - latest).total_seconds()
-        problems.rule("date_created", f"lies in the future: {ahead:.0f} s past this worker's clock "
-                                      "plus MAX_CLOCK_SKEW")
+        problems.rule(
+            "date_created",
+            f"lies in the future: {ahead:.0f} s past this worker's clock plus MAX_CLOCK_SKEW",
+        )
 
 
-def validate_order(data: object, *, latest: Optional[datetime] = None) -> dict[str, Any]:
+def validate_order(data: object, *, latest: datetime | None = None) -> dict[str, Any]:
     """Return the order's known fields as plain values (``date_created`` a UTC datetime).
 
     Raises InvalidOrder with every problem found: reason ``not_an_order`` if anything has the
@@ -303,7 +360,9 @@ def validate_order(data: object, *, latest: Optional[datetime] = None) -> dict[s
     if latest is not None:
         _check_not_in_future(order, latest, problems)
     delivery = _object(data.get("delivery", _MISSING), "delivery", problems)
-    delivery = _read(delivery, "delivery.", DELIVERY_FIELDS, problems) if delivery is not None else None
+    delivery = (
+        _read(delivery, "delivery.", DELIVERY_FIELDS, problems) if delivery is not None else None
+    )
     payment = _object(data.get("payment", _MISSING), "payment", problems)
     payment = _read(payment, "payment.", PAYMENT_FIELDS, problems) if payment is not None else None
     items = _read_items(data.get("items", _MISSING), order.get("track_number"), problems)

@@ -28,12 +28,30 @@ def assert_positive(where: str, values: dict[str, Any], *keys: str) -> None:
 
 
 async def run_bench(tmp_path: Path, pg_server: str, kafka_brokers: str) -> dict[str, Any]:
-    command = [sys.executable, "-m", "bench", "all", "--orders", str(ORDERS),
-               "--naive-sample", "50", "--duration", "1", "--connections", "1",
-               "--settle", "0.2", "--timeout", "60", "--results-dir", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "all",
+        "--orders",
+        str(ORDERS),
+        "--naive-sample",
+        "50",
+        "--duration",
+        "1",
+        "--connections",
+        "1",
+        "--settle",
+        "0.2",
+        "--timeout",
+        "60",
+        "--results-dir",
+        str(tmp_path),
+    ]
     env = {**os.environ, "PG_URL": pg_server, "KAFKA_BROKERS": kafka_brokers}
-    done = await asyncio.to_thread(subprocess.run, command, cwd=REPO_ROOT, env=env,
-                                   capture_output=True, text=True, timeout=180)
+    done = await asyncio.to_thread(
+        subprocess.run, command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     results = {}
     for part in PARTS:
@@ -44,13 +62,21 @@ async def run_bench(tmp_path: Path, pg_server: str, kafka_brokers: str) -> dict[
 
 
 async def test_every_part_runs_and_records_complete_results(
-        tmp_path: Path, pg_server: str, kafka_brokers: str) -> None:
+    tmp_path: Path, pg_server: str, kafka_brokers: str
+) -> None:
     results = await run_bench(tmp_path, pg_server, kafka_brokers)
 
     for part, record in results.items():
         assert record["part"] == part
-        assert {"started_at", "duration_s", "commit", "machine", "versions", "parameters",
-                "results"} <= record.keys()
+        assert {
+            "started_at",
+            "duration_s",
+            "commit",
+            "machine",
+            "versions",
+            "parameters",
+            "results",
+        } <= record.keys()
         assert_positive(f"{part}.machine", record["machine"], "cores", "memory_bytes")
         for name in ("python", "faust-streaming", "aiokafka", "asyncpg", "kafka"):
             assert record["versions"][name], f"{part}: no {name} version"
@@ -61,15 +87,27 @@ async def test_every_part_runs_and_records_complete_results(
 
     ingest = results["ingest"]["results"]
     # With 200 orders the worker may be done before /ready is first seen: no rate from /ready.
-    assert_positive("ingest.ours", ingest["ours"], "ready_s", "stored_s", "cached_s",
-                    "orders_per_s_from_start", "orders_per_s")
+    assert_positive(
+        "ingest.ours",
+        ingest["ours"],
+        "ready_s",
+        "stored_s",
+        "cached_s",
+        "orders_per_s_from_start",
+        "orders_per_s",
+    )
     assert ingest["ours"]["dead_lettered"] == 0
     assert_positive("ingest.kafka_floor", ingest["kafka_floor"], "seconds", "orders_per_s")
     assert_positive("ingest.pg_floor", ingest["pg_floor"], "seconds", "orders_per_s")
     assert_positive("ingest.naive", ingest["naive"], "sample", "orders_per_s", "extrapolated_s")
     assert_positive("ingest.faust_floor", ingest["faust_floor"], "seconds", "orders_per_s")
-    assert_positive("ingest.ratios", ingest["ratios"], "ours_to_slower_floor", "ours_to_naive",
-                    "ours_to_faust_floor")
+    assert_positive(
+        "ingest.ratios",
+        ingest["ratios"],
+        "ours_to_slower_floor",
+        "ours_to_naive",
+        "ours_to_faust_floor",
+    )
 
     cells = {cell["kind"]: cell for cell in results["lookup"]["results"]["cells"]}
     assert sorted(cells) == sorted(KINDS)
@@ -85,8 +123,9 @@ async def test_every_part_runs_and_records_complete_results(
     assert cells["missing"]["ours"]["non_2xx"] > 0  # 404s
 
     restart = results["restart"]["results"]
-    assert_positive("restart.cold_warm_up", restart["cold_warm_up"], "ready_s", "cached_s",
-                    "orders_per_s")
+    assert_positive(
+        "restart.cold_warm_up", restart["cold_warm_up"], "ready_s", "cached_s", "orders_per_s"
+    )
     assert restart["cold_warm_up"]["warm_up_sent"] == ORDERS
     for store in ("rocksdb", "memory"):
         assert_positive(f"restart.{store}", restart[store], "ready_s", "rss_bytes")
@@ -103,14 +142,35 @@ async def test_every_part_runs_and_records_complete_results(
 
 
 async def test_soak_records_memory_files_and_disk_over_time(
-        tmp_path: Path, pg_server: str, kafka_brokers: str) -> None:
+    tmp_path: Path, pg_server: str, kafka_brokers: str
+) -> None:
     """`bench soak` at a tiny size (it is not part of `all`): samples over time, a chart."""
-    command = [sys.executable, "-m", "bench", "soak", "--soak-duration", "3", "--rate", "50",
-               "--lookup-rate", "20", "--cache-size", "40", "--partitions", "2",
-               "--sample-interval", "1", "--timeout", "60", "--results-dir", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "soak",
+        "--soak-duration",
+        "3",
+        "--rate",
+        "50",
+        "--lookup-rate",
+        "20",
+        "--cache-size",
+        "40",
+        "--partitions",
+        "2",
+        "--sample-interval",
+        "1",
+        "--timeout",
+        "60",
+        "--results-dir",
+        str(tmp_path),
+    ]
     env = {**os.environ, "PG_URL": pg_server, "KAFKA_BROKERS": kafka_brokers}
-    done = await asyncio.to_thread(subprocess.run, command, cwd=REPO_ROOT, env=env,
-                                   capture_output=True, text=True, timeout=120)
+    done = await asyncio.to_thread(
+        subprocess.run, command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     [found] = tmp_path.glob("????-??-??-soak.json")
     soak = orjson.loads(found.read_bytes())["results"]
@@ -123,14 +183,31 @@ async def test_soak_records_memory_files_and_disk_over_time(
 
 
 async def test_tracing_part_records_both_modes(
-        tmp_path: Path, pg_server: str, kafka_brokers: str) -> None:
+    tmp_path: Path, pg_server: str, kafka_brokers: str
+) -> None:
     """`bench tracing` at a tiny size (not part of `all`): ingest and lookups, off and on."""
-    command = [sys.executable, "-m", "bench", "tracing", "--orders", "100", "--partitions", "2",
-               "--duration", "0.5", "--connections", "1", "--timeout", "60",
-               "--results-dir", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "tracing",
+        "--orders",
+        "100",
+        "--partitions",
+        "2",
+        "--duration",
+        "0.5",
+        "--connections",
+        "1",
+        "--timeout",
+        "60",
+        "--results-dir",
+        str(tmp_path),
+    ]
     env = {**os.environ, "PG_URL": pg_server, "KAFKA_BROKERS": kafka_brokers}
-    done = await asyncio.to_thread(subprocess.run, command, cwd=REPO_ROOT, env=env,
-                                   capture_output=True, text=True, timeout=240)
+    done = await asyncio.to_thread(
+        subprocess.run, command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     [found] = tmp_path.glob("????-??-??-tracing.json")
     result = orjson.loads(found.read_bytes())["results"]

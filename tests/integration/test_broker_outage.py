@@ -6,16 +6,17 @@ The broker is one of this test's own (tests/private_stack.py), stopped and start
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from harness import Worker, eventually
 from orderstream.order.generator import random_orders
 
-from harness import Worker, eventually
 from ..private_stack import PrivateStack
 from .test_pipeline import publish, wait_stored
 
@@ -49,8 +50,11 @@ async def publish_to(brokers: str, topic: str, seed: int, count: int) -> set[str
 
 
 async def test_broker_outage_fails_readiness_not_liveness_logs_once_and_ingest_resumes(
-        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession,
-        own_broker: PrivateStack) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    http: aiohttp.ClientSession,
+    own_broker: PrivateStack,
+) -> None:
     worker = await start_worker(KAFKA_BROKERS=own_broker.kafka_brokers)
     topic = pipeline_env["KAFKA_TOPIC"]
     before = await publish_to(own_broker.kafka_brokers, topic, 53, 20)
@@ -59,13 +63,16 @@ async def test_broker_outage_fails_readiness_not_liveness_logs_once_and_ingest_r
     async def ready() -> bool:
         status, body = await readiness(http, worker)
         return status == 200 and body["checks"]["kafka"]["ok"]
+
     await eventually(ready, timeout=60, what="ready before the outage")
     lines_before = len(worker.log().splitlines())
 
     await asyncio.to_thread(own_broker.kafka_stop)
+
     async def kafka_not_ready() -> Any:
         status, body = await readiness(http, worker)
         return status == 503 and not body["checks"]["kafka"]["ok"] and body
+
     body = await eventually(kafka_not_ready, timeout=15, what="/ready failing on Kafka")
     assert body["checks"]["kafka"]["detail"].startswith("Kafka does not answer (")
     assert own_broker.kafka_brokers not in str(body)  # no host or port on an open endpoint

@@ -8,20 +8,21 @@ never a 500 or a text page.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from orderstream.order.generator import random_orders
+from harness import Worker
 from orderstream.migrations import migrate_database
+from orderstream.order.generator import random_orders
 from orderstream.order.records import Order
 
 from ..conftest import SQL_DIR
-from harness import Worker
 from ..private_stack import PrivateStack
 from .test_pipeline import publish, row_counts, wait_stored
 
@@ -53,8 +54,11 @@ class Lookups:
             for uid in self.uids:
                 for query in ("", "?nocache=1"):
                     async with self.http.get(f"{self.worker.url}/order/{uid}{query}") as reply:
-                        body = await reply.json() if reply.content_type == "application/json" \
+                        body = (
+                            await reply.json()
+                            if reply.content_type == "application/json"
                             else await reply.text()
+                        )
                         self.answers.append((reply.status, reply.content_type, body))
                     await asyncio.sleep(LOOKUP_INTERVAL)
 
@@ -64,9 +68,16 @@ class Lookups:
             await self._task
 
 
-async def survive(fault: Callable[[], Awaitable[None]], *, start_worker: Any,
-                  pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-                  http: aiohttp.ClientSession, database: PrivateStack, seed: int) -> None:
+async def survive(
+    fault: Callable[[], Awaitable[None]],
+    *,
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    database: PrivateStack,
+    seed: int,
+) -> None:
     """Ingest and look up while ``fault`` runs; then check nothing was lost and nobody died."""
     worker = await start_worker(PG_URL=database.pg_url, DB_RETRY_MAX="0.5")
     topic = pipeline_env["KAFKA_TOPIC"]
@@ -77,7 +88,7 @@ async def survive(fault: Callable[[], Awaitable[None]], *, start_worker: Any,
 
     async def produce_steadily(orders: list[Order]) -> None:
         for index in range(0, len(orders), 10):
-            await publish(producer, topic, orders[index:index + 10])
+            await publish(producer, topic, orders[index : index + 10])
             await asyncio.sleep(0.05)
 
     lookups = Lookups(http, worker, [o.order_uid for o in first[:3]])
@@ -91,12 +102,17 @@ async def survive(fault: Callable[[], Awaitable[None]], *, start_worker: Any,
     assert worker.process is not None and worker.process.poll() is None, worker.log_tail()
     orders = first + rest
     counts = await row_counts(database.pg_url)
-    assert counts == {"orders": len(orders), "deliveries": len(orders), "payments": len(orders),
-                      "items": sum(len(o.items) for o in orders)}
+    assert counts == {
+        "orders": len(orders),
+        "deliveries": len(orders),
+        "payments": len(orders),
+        "items": sum(len(o.items) for o in orders),
+    }
 
     statuses = {(status, content_type) for status, content_type, _ in lookups.answers}
-    assert statuses <= {(200, "application/json"), (503, "application/json")}, \
-        [a for a in lookups.answers if a[0] not in (200, 503)][:3]
+    assert statuses <= {(200, "application/json"), (503, "application/json")}, [
+        a for a in lookups.answers if a[0] not in (200, 503)
+    ][:3]
     unavailable = [body for status, _, body in lookups.answers if status == 503]
     assert unavailable, "no lookup met the fault: the test proved nothing"
     assert all(body["error"] == "database unavailable" for body in unavailable)
@@ -104,8 +120,12 @@ async def survive(fault: Callable[[], Awaitable[None]], *, start_worker: Any,
 
 
 async def test_postgresql_restarted_five_times_during_ingest_and_lookups(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, own_database: PrivateStack) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    own_database: PrivateStack,
+) -> None:
     async def restart_five_times() -> None:
         for _ in range(5):
             await asyncio.to_thread(own_database.pg_stop)
@@ -113,22 +133,42 @@ async def test_postgresql_restarted_five_times_during_ingest_and_lookups(
             await asyncio.to_thread(own_database.pg_up)
             await asyncio.sleep(1.0)
 
-    await survive(restart_five_times, start_worker=start_worker, pipeline_env=pipeline_env,
-                  producer=producer, http=http, database=own_database, seed=41)
+    await survive(
+        restart_five_times,
+        start_worker=start_worker,
+        pipeline_env=pipeline_env,
+        producer=producer,
+        http=http,
+        database=own_database,
+        seed=41,
+    )
 
 
 async def test_postgresql_backends_killed_during_ingest_and_lookups(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, own_database: PrivateStack) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    own_database: PrivateStack,
+) -> None:
     async def terminate_backends() -> None:
         conn = await asyncpg.connect(own_database.pg_url)
         try:
             for _ in range(25):
-                await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE datname = 'orders' AND pid <> pg_backend_pid()")
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = 'orders' AND pid <> pg_backend_pid()"
+                )
                 await asyncio.sleep(0.2)
         finally:
             await conn.close()
 
-    await survive(terminate_backends, start_worker=start_worker, pipeline_env=pipeline_env,
-                  producer=producer, http=http, database=own_database, seed=43)
+    await survive(
+        terminate_backends,
+        start_worker=start_worker,
+        pipeline_env=pipeline_env,
+        producer=producer,
+        http=http,
+        database=own_database,
+        seed=43,
+    )

@@ -4,7 +4,8 @@ real worker, letters written by it (and one written as it would after a db_rejec
 from __future__ import annotations
 
 import subprocess
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -14,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
+from harness import REPO_ROOT, Worker, eventually, orderstream_command
 from orderstream.order.partitioning import partition_of
 
-from harness import REPO_ROOT, Worker, eventually, orderstream_command
 from ..private_stack import PrivateStack
 
 PARTITIONS = 4  # pipeline_env's KAFKA_PARTITIONS
@@ -32,27 +33,54 @@ def openapi() -> OpenAPI:
 class Api:
     """The worker's dead-letter endpoints, each answer checked against openapi.yaml."""
 
-    def __init__(self, http: aiohttp.ClientSession, worker: Worker, openapi: OpenAPI,
-                 token: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        worker: Worker,
+        openapi: OpenAPI,
+        token: str | None = None,
+    ) -> None:
         self.http, self.worker, self.openapi = http, worker, openapi
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def call(self, method: str, path: str, *, query: Optional[dict[str, str]] = None,
-                   body: Optional[bytes] = None, content_type: str = "application/json",
-                   headers: Optional[dict[str, str]] = None) -> tuple[int, Any]:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         sent = {**self.headers, **(headers if headers is not None else {})}
         if body is not None:
             sent["Content-Type"] = content_type
-        async with self.http.request(method, f"{self.worker.url}{path}", params=query,
-                                     data=body, headers=sent) as reply:
+        async with self.http.request(
+            method, f"{self.worker.url}{path}", params=query, data=body, headers=sent
+        ) as reply:
             raw = await reply.read()
             answer = (reply.status, list(reply.headers.items()), raw)
-        request = MockRequest(DOCUMENTED_SERVER, method.lower(), path, args=query or {},
-                              data=body, content_type=content_type if body else None)
-        response = MockResponse(raw, status_code=answer[0], headers=answer[1],
-                                content_type=dict(answer[1]).get("Content-Type", ""))
-        errors = [str(error)[:300] for error in self.openapi.iter_response_errors(request, response)]
-        assert not errors, f"{method} {path} -> {answer[0]} breaks openapi.yaml: {errors}\n{raw[:500]!r}"
+        request = MockRequest(
+            DOCUMENTED_SERVER,
+            method.lower(),
+            path,
+            args=query or {},
+            data=body,
+            content_type=content_type if body else None,
+        )
+        response = MockResponse(
+            raw,
+            status_code=answer[0],
+            headers=answer[1],
+            content_type=dict(answer[1]).get("Content-Type", ""),
+        )
+        errors = [
+            str(error)[:300] for error in self.openapi.iter_response_errors(request, response)
+        ]
+        assert not errors, (
+            f"{method} {path} -> {answer[0]} breaks openapi.yaml: {errors}\n{raw[:500]!r}"
+        )
         return answer[0], orjson.loads(raw)
 
     async def letters(self, **query: str) -> Any:
@@ -72,14 +100,16 @@ def dlq_fails(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
     with pytest.raises(subprocess.CalledProcessError) as failed:
         dlq(env, *args)
     assert "Traceback" not in failed.value.stderr, failed.value.stderr
-    return subprocess.CompletedProcess(failed.value.cmd, failed.value.returncode,
-                                       failed.value.stdout, failed.value.stderr)
+    return subprocess.CompletedProcess(
+        failed.value.cmd, failed.value.returncode, failed.value.stdout, failed.value.stderr
+    )
 
 
 async def wait_total(api: Api, total: int) -> Any:
     async def reached() -> Any:
         body = await api.letters()
         return body if body["total"] >= total else None
+
     body = await eventually(reached, timeout=60, what=f"{total} dead letters")
     assert body["total"] == total, body
     return body
@@ -104,9 +134,13 @@ async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Recor
 
 
 async def test_bad_messages_are_listed_newest_first_by_reason_in_the_cli_and_over_http(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, openapi: OpenAPI,
-        order_dict: Callable[..., dict[str, Any]]) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    openapi: OpenAPI,
+    order_dict: Callable[..., dict[str, Any]],
+) -> None:
     api = Api(http, await start_worker(), openapi)
     topic = pipeline_env["KAFKA_TOPIC"]
     invalid = orjson.dumps(order_dict({"order_uid": "wrong-amount", "payment.amount": 1}))
@@ -120,8 +154,11 @@ async def test_bad_messages_are_listed_newest_first_by_reason_in_the_cli_and_ove
     body = await api.letters()
     assert body["topic"] == f"{topic}.dlq"
     newest, middle, oldest = body["dead_letters"]
-    assert [letter["reason"] for letter in body["dead_letters"]] == ["not_json", "invalid",
-                                                                     "not_json"]
+    assert [letter["reason"] for letter in body["dead_letters"]] == [
+        "not_json",
+        "invalid",
+        "not_json",
+    ]
     assert newest["timestamp"] >= middle["timestamp"] >= oldest["timestamp"]
     assert oldest["preview"] == "not json" and oldest["binary"] is False
     assert oldest["size"] == 8 and oldest["truncated"] is False and oldest["order_uid"] is None
@@ -156,37 +193,58 @@ async def test_bad_messages_are_listed_newest_first_by_reason_in_the_cli_and_ove
 
 
 async def test_a_replayed_letter_is_stored_once_however_often_it_is_replayed(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, openapi: OpenAPI, model_json: bytes) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    openapi: OpenAPI,
+    model_json: bytes,
+) -> None:
     api = Api(http, await start_worker(), openapi)
     topic, database = pipeline_env["KAFKA_TOPIC"], pipeline_env["PG_URL"]
     uid = "b563feb7b2b84b6test"
     # A valid order PostgreSQL once refused, dead-lettered as the worker does (agents.py).
-    await producer.send_and_wait(f"{topic}.dlq", model_json, key=uid.encode(), headers=[
-        ("x-trace", b"kept"), ("x-source-topic", topic.encode()),
-        ("x-source-partition", b"2"), ("x-source-offset", b"17"),
-        ("x-error-reason", b"db_rejected"), ("x-error", b"PostgreSQL refused the order")])
+    await producer.send_and_wait(
+        f"{topic}.dlq",
+        model_json,
+        key=uid.encode(),
+        headers=[
+            ("x-trace", b"kept"),
+            ("x-source-topic", topic.encode()),
+            ("x-source-partition", b"2"),
+            ("x-source-offset", b"17"),
+            ("x-error-reason", b"db_rejected"),
+            ("x-error", b"PostgreSQL refused the order"),
+        ],
+    )
     [letter] = (await wait_total(api, 1))["dead_letters"]
     assert (letter["reason"], letter["order_uid"]) == ("db_rejected", uid)
     position = f"{letter['partition']}:{letter['offset']}"
 
     before = await end_offsets(pipeline_env["KAFKA_BROKERS"], topic)
     dry = dlq(pipeline_env, "replay", "--offset", position, "--dry-run").stdout.splitlines()
-    assert dry == [f"would replay {position} (db_rejected, order_uid {uid}) -> {topic}",
-                   "would replay 1 dead letter(s)"]
+    assert dry == [
+        f"would replay {position} (db_rejected, order_uid {uid}) -> {topic}",
+        "would replay 1 dead letter(s)",
+    ]
     status, body = await api.replay({"offsets": [position], "dry_run": True})
     assert (status, body["count"], body["replayed"][0]["to"]) == (
-        200, 1, {"topic": topic, "partition": None, "offset": None})
+        200,
+        1,
+        {"topic": topic, "partition": None, "offset": None},
+    )
     assert await end_offsets(pipeline_env["KAFKA_BROKERS"], topic) == before  # nothing sent
 
     first = dlq(pipeline_env, "replay", "--offset", position).stdout.splitlines()
     own = partition_of(uid.encode(), PARTITIONS)
-    assert first[0].startswith(f"replayed {position} (db_rejected, order_uid {uid}) -> "
-                               f"{topic}:{own}:"), first
+    assert first[0].startswith(
+        f"replayed {position} (db_rejected, order_uid {uid}) -> {topic}:{own}:"
+    ), first
     assert first[1] == "replayed 1 dead letter(s)"
 
     async def stored() -> Any:
         return await fetch(database, "SELECT kafka_offset FROM orders WHERE order_uid = $1", uid)
+
     [row] = await eventually(stored, what="the replayed order in PostgreSQL")
     assert row["kafka_offset"] == int(first[0].rsplit(":", 1)[1])
 
@@ -200,10 +258,14 @@ async def test_a_replayed_letter_is_stored_once_however_often_it_is_replayed(
     async def restored() -> Any:
         rows = await stored()
         return rows if rows and rows[0]["kafka_offset"] == second["offset"] else None
+
     await eventually(restored, what="the second replay stored")
-    counts = await fetch(database, "SELECT (SELECT count(*) FROM orders) AS orders, "
-                                   "(SELECT count(*) FROM items) AS items, "
-                                   "(SELECT count(*) FROM payments) AS payments")
+    counts = await fetch(
+        database,
+        "SELECT (SELECT count(*) FROM orders) AS orders, "
+        "(SELECT count(*) FROM items) AS items, "
+        "(SELECT count(*) FROM payments) AS payments",
+    )
     assert dict(counts[0]) == {"orders": 1, "items": 1, "payments": 1}
     async with http.get(f"{api.worker.url}/order/{uid}", params={"nocache": "1"}) as reply:
         assert reply.status == 200
@@ -220,14 +282,20 @@ async def test_a_replayed_letter_is_stored_once_however_often_it_is_replayed(
     finally:
         await consumer.stop()
     assert (replayed.key, replayed.value) == (uid.encode(), model_json)
-    assert list(replayed.headers) == [("x-trace", b"kept"),
-                                      ("x-replayed-from", f"{topic}.dlq:{position}".encode())]
+    assert list(replayed.headers) == [
+        ("x-trace", b"kept"),
+        ("x-replayed-from", f"{topic}.dlq:{position}".encode()),
+    ]
     assert (await api.letters())["total"] == 1  # nothing came back
 
 
 async def test_a_replayed_message_still_bad_comes_back_once_per_replay(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, openapi: OpenAPI) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    openapi: OpenAPI,
+) -> None:
     api = Api(http, await start_worker(), openapi)
     topic = pipeline_env["KAFKA_TOPIC"]
     dead_letter_topic = f"{topic}.dlq"
@@ -239,7 +307,8 @@ async def test_a_replayed_message_still_bad_comes_back_once_per_replay(
     [back, _] = (await wait_total(api, 2))["dead_letters"]
     assert back["reason"] == "not_json" and back["preview"] == "still not json"
     assert back["replayed_from"] == (
-        f"{dead_letter_topic}:{original['partition']}:{original['offset']}")
+        f"{dead_letter_topic}:{original['partition']}:{original['offset']}"
+    )
     assert back["source"]["topic"] == topic
     listed = dlq(pipeline_env, "list", "--limit", "1").stdout.splitlines()[1]
     assert f"replayed_from={back['replayed_from']}" in listed
@@ -247,8 +316,9 @@ async def test_a_replayed_message_still_bad_comes_back_once_per_replay(
     # Again: only the letter that came back is replayed, the original is skipped.
     second = dlq(pipeline_env, "replay", "--all").stdout.splitlines()
     assert second[0].startswith(f"replayed {back['partition']}:{back['offset']} (not_json")
-    assert second[1].startswith(f"skipped {original['partition']}:{original['offset']}: "
-                                "replayed already")
+    assert second[1].startswith(
+        f"skipped {original['partition']}:{original['offset']}: replayed already"
+    )
     assert second[-1] == "replayed 1 dead letter(s), skipped 1"
     [again, *_] = (await wait_total(api, 3))["dead_letters"]
     assert again["replayed_from"] == f"{dead_letter_topic}:{back['partition']}:{back['offset']}"
@@ -256,34 +326,53 @@ async def test_a_replayed_message_still_bad_comes_back_once_per_replay(
     status, body = await api.replay({"all": True, "reason": "not_json", "dry_run": True})
     assert status == 200 and body["count"] == 1 and len(body["skipped"]) == 2
     assert (body["replayed"][0]["partition"], body["replayed"][0]["offset"]) == (
-        again["partition"], again["offset"])
+        again["partition"],
+        again["offset"],
+    )
     assert (await api.letters())["total"] == 3
 
 
 async def test_bad_requests_get_clear_refusals(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, openapi: OpenAPI) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    openapi: OpenAPI,
+) -> None:
     worker = await start_worker(API_TOKENS=TOKEN)
     anonymous, api = Api(http, worker, openapi), Api(http, worker, openapi, TOKEN)
     env = {**pipeline_env, "API_TOKENS": TOKEN}
     for path, method in (("/api/dead-letters", "GET"), ("/api/dead-letters/replay", "POST")):
         status, body = await anonymous.call(method, path, body=b"{}" if method == "POST" else None)
         assert status == 401 and body["error"].startswith("authentication required")
-        status, _ = await api.call(method, path, body=b"{}" if method == "POST" else None,
-                                   headers={"Authorization": "Bearer wrong"})
+        status, _ = await api.call(
+            method,
+            path,
+            body=b"{}" if method == "POST" else None,
+            headers={"Authorization": "Bearer wrong"},
+        )
         assert status == 401
     assert (await api.letters())["total"] == 0
 
     for limit in ("0", "501", "abc", "1.5"):
         status, body = await api.call("GET", "/api/dead-letters", query={"limit": limit})
         assert status == 400 and "limit" in body["error"], limit
-    status, body = await api.call("POST", "/api/dead-letters/replay", body=b'{"all": true}',
-                                  content_type="text/plain")
+    status, body = await api.call(
+        "POST", "/api/dead-letters/replay", body=b'{"all": true}', content_type="text/plain"
+    )
     assert status == 415
     status, body = await api.call("POST", "/api/dead-letters/replay", body=b"{not json")
     assert (status, body) == (400, {"error": "the body is not JSON"})
-    for request in ({}, {"all": False}, {"offsets": []}, {"offsets": ["x"]}, {"offsets": "0:1"},
-                    {"all": "yes"}, {"everything": True}, ["0:1"]):
+    for request in (
+        {},
+        {"all": False},
+        {"offsets": []},
+        {"offsets": ["x"]},
+        {"offsets": "0:1"},
+        {"all": "yes"},
+        {"everything": True},
+        ["0:1"],
+    ):
         status, body = await api.replay(request)
         assert status == 400, (request, body)
     status, body = await api.replay({"all": True})
@@ -291,19 +380,29 @@ async def test_bad_requests_get_clear_refusals(
 
     await producer.send_and_wait(pipeline_env["KAFKA_TOPIC"], b"not json", key=b"k")
     [letter] = (await wait_total(api, 1))["dead_letters"]
-    status, body = await api.replay({"offsets": [f"{letter['partition']}:{letter['offset']}",
-                                                 f"{letter['partition']}:99", "99:0"]})
+    status, body = await api.replay(
+        {
+            "offsets": [
+                f"{letter['partition']}:{letter['offset']}",
+                f"{letter['partition']}:99",
+                "99:0",
+            ]
+        }
+    )
     assert status == 404
-    assert body == {"error": "no dead letter at these offsets",
-                    "offsets": [f"{letter['partition']}:99", "99:0"]}
+    assert body == {
+        "error": "no dead letter at these offsets",
+        "offsets": [f"{letter['partition']}:99", "99:0"],
+    }
     status, body = await api.replay({"reason": "invalid"})
     assert (status, body["error"]) == (404, "no dead letter to replay with reason 'invalid'")
 
     failed = dlq_fails(env, "replay", "--offset", "0-1")
     assert failed.returncode == 1 and "expected PARTITION:OFFSET" in failed.stderr
     failed = dlq_fails(env, "replay", "--offset", "99:0", "--offset", f"{letter['partition']}:99")
-    assert failed.stderr.strip() == (f"dlq replay: no dead letter at these offsets: "
-                                     f"{letter['partition']}:99, 99:0")
+    assert failed.stderr.strip() == (
+        f"dlq replay: no dead letter at these offsets: {letter['partition']}:99, 99:0"
+    )
     failed = dlq_fails(env, "replay")
     assert "nothing selected" in failed.stderr
     failed = dlq_fails(env, "replay", "--reason", "invalid")
@@ -323,8 +422,12 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateS
 
 
 async def test_list_and_replay_over_sasl_ssl(
-        secure_broker: PrivateStack, start_worker: Any, pipeline_env: dict[str, str],
-        http: aiohttp.ClientSession, openapi: OpenAPI) -> None:
+    secure_broker: PrivateStack,
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    http: aiohttp.ClientSession,
+    openapi: OpenAPI,
+) -> None:
     secured = secure_broker.secure_env("SASL_SSL", "SCRAM-SHA-512")
     env = {**pipeline_env, **secured}
     api = Api(http, await start_worker(**secured), openapi)
@@ -337,7 +440,8 @@ async def test_list_and_replay_over_sasl_ssl(
     assert replayed.stdout.splitlines()[-1] == "replayed 1 dead letter(s)"
     [back, _] = (await wait_total(api, 2))["dead_letters"]
     assert back["replayed_from"] == (
-        f"{env['KAFKA_TOPIC']}.dlq:{letter['partition']}:{letter['offset']}")
+        f"{env['KAFKA_TOPIC']}.dlq:{letter['partition']}:{letter['offset']}"
+    )
     status, body = await api.replay({"offsets": [f"{back['partition']}:{back['offset']}"]})
     assert status == 200 and body["count"] == 1
     await wait_total(api, 3)

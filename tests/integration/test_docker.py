@@ -24,9 +24,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from orderstream.config import Settings
-
 from harness import REPO_ROOT
+from orderstream.config import Settings
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -122,7 +121,10 @@ def test_app_environment_is_a_valid_configuration(services: dict[str, Any]) -> N
         assert env[name] == "", f"{name}={env[name]!r}: the image has no such path"
     default = Settings()
     assert (settings.web_dir, settings.sql_dir, settings.openapi_file) == (
-        default.web_dir, default.sql_dir, default.openapi_file)
+        default.web_dir,
+        default.sql_dir,
+        default.openapi_file,
+    )
 
 
 def test_app_gets_time_to_shut_down_before_it_is_killed(services: dict[str, Any]) -> None:
@@ -153,8 +155,9 @@ def test_images_are_the_documented_ones(services: dict[str, Any]) -> None:
 
 def test_kafka_has_an_internal_and_a_host_listener(services: dict[str, Any]) -> None:
     env = environment(services["kafka"])
-    advertised = dict(listener.split("://", 1)
-                      for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    advertised = dict(
+        listener.split("://", 1) for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    )
     assert "localhost:29092" in advertised.values()
     internal = environment(services["app"])["KAFKA_BROKERS"]
     assert internal in advertised.values() and not internal.startswith("localhost")
@@ -168,8 +171,11 @@ def test_postgres_applies_no_sql_of_its_own(services: dict[str, Any]) -> None:
     volumes = services["postgres"]["volumes"]
     assert volumes == ["pg-data:/var/lib/postgresql/data"]
     assert not (REPO_ROOT / "sql" / "docker-init").exists()
-    assert all("docker-entrypoint-initdb.d" not in str(volume)
-               for service in services.values() for volume in service.get("volumes", []))
+    assert all(
+        "docker-entrypoint-initdb.d" not in str(volume)
+        for service in services.values()
+        for volume in service.get("volumes", [])
+    )
 
 
 def test_migrate_runs_once_after_postgres_is_healthy(services: dict[str, Any]) -> None:
@@ -183,11 +189,14 @@ def test_migrate_runs_once_after_postgres_is_healthy(services: dict[str, Any]) -
 
 
 def test_app_starts_after_healthy_kafka_and_postgres_and_the_migrations(
-        services: dict[str, Any]) -> None:
+    services: dict[str, Any],
+) -> None:
     depends = services["app"]["depends_on"]
-    assert depends == {"kafka": {"condition": "service_healthy"},
-                       "postgres": {"condition": "service_healthy"},
-                       "migrate": {"condition": "service_completed_successfully"}}
+    assert depends == {
+        "kafka": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
 
 
 @pytest.mark.parametrize("name", ["kafka", "postgres"])
@@ -205,7 +214,8 @@ def test_every_wait_for_health_has_a_healthcheck(services: dict[str, Any]) -> No
             assert needed in services, f"{name} depends on unknown {needed}"
             if condition["condition"] == "service_healthy":
                 assert services[needed].get("healthcheck", {}).get("test"), (
-                    f"{name} waits for {needed}, which has no healthcheck")
+                    f"{name} waits for {needed}, which has no healthcheck"
+                )
 
 
 def test_own_services_share_one_image_built_here(services: dict[str, Any]) -> None:
@@ -216,8 +226,12 @@ def test_own_services_share_one_image_built_here(services: dict[str, Any]) -> No
 
 def test_volumes_are_named_and_declared(compose: dict[str, Any], services: dict[str, Any]) -> None:
     declared = set(compose.get("volumes") or {})
-    named = {volume.split(":", 1)[0] for service in services.values()
-             for volume in service.get("volumes", []) if not volume.startswith((".", "/"))}
+    named = {
+        volume.split(":", 1)[0]
+        for service in services.values()
+        for volume in service.get("volumes", [])
+        if not volume.startswith((".", "/"))
+    }
     assert named and named <= declared
     data_dir = environment(services["app"])["DATA_DIR"]
     assert any(volume.endswith(f":{data_dir}") for volume in services["app"]["volumes"])
@@ -226,8 +240,16 @@ def test_volumes_are_named_and_declared(compose: dict[str, Any], services: dict[
 def test_producer_is_a_one_shot_tool(services: dict[str, Any]) -> None:
     producer = services["producer"]
     assert producer["profiles"] == ["tools"]
-    assert producer["command"] == ["faust", "-A", "orderstream", "produce",
-                                   "-n", "${N:-5}", "--interval", "${INTERVAL:-0.5}"]
+    assert producer["command"] == [
+        "faust",
+        "-A",
+        "orderstream",
+        "produce",
+        "-n",
+        "${N:-5}",
+        "--interval",
+        "${INTERVAL:-0.5}",
+    ]
     assert producer["depends_on"]["kafka"] == {"condition": "service_healthy"}
     assert "restart" not in producer
 
@@ -291,9 +313,11 @@ def test_dockerfile_healthcheck_asks_health() -> None:
 
 
 def test_dockerfile_copies_files_that_exist_and_are_in_the_context() -> None:
-    ignored = [line.strip().rstrip("/") for line in
-               (REPO_ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    ignored = [
+        line.strip().rstrip("/")
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     copied = []
     for args in of_kind("COPY"):
         if "--from=" in args:
@@ -305,7 +329,8 @@ def test_dockerfile_copies_files_that_exist_and_are_in_the_context() -> None:
         assert (REPO_ROOT / source).exists(), f"COPY {source}: no such file in the repository"
         name = source.rstrip("/")
         assert not any(name == pattern or name.startswith(pattern + "/") for pattern in ignored), (
-            f"COPY {source}: excluded by .dockerignore")
+            f"COPY {source}: excluded by .dockerignore"
+        )
 
 
 def stages() -> dict[str, list[tuple[str, str]]]:
@@ -322,8 +347,11 @@ def stages() -> dict[str, list[tuple[str, str]]]:
 
 def test_dockerfile_installs_the_lock_before_copying_the_source() -> None:
     build = stages()["build"]
-    copies = [(index, without_flags(args)[:-1]) for index, (keyword, args) in enumerate(build)
-              if keyword == "COPY"]
+    copies = [
+        (index, without_flags(args)[:-1])
+        for index, (keyword, args) in enumerate(build)
+        if keyword == "COPY"
+    ]
     runs = [(index, args) for index, (keyword, args) in enumerate(build) if keyword == "RUN"]
     # The dependency layer: the lock alone, then pip on it, before any source is copied.
     first_index, first_sources = copies[0]
@@ -333,8 +361,17 @@ def test_dockerfile_installs_the_lock_before_copying_the_source() -> None:
     assert all(index > lock_install for index, _ in copies[1:])
     source = {source.rstrip("/") for _, sources in copies[1:] for source in sources}
     # What building the package needs (setup.py copies sql/, web/ and openapi.yaml into it).
-    assert {"setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md",
-            "orderstream", "sql", "web", "openapi.yaml"} <= source
+    assert {
+        "setup.py",
+        "setup.cfg",
+        "pyproject.toml",
+        "MANIFEST.in",
+        "README.md",
+        "orderstream",
+        "sql",
+        "web",
+        "openapi.yaml",
+    } <= source
     # Then the package alone, into site-packages (not editable), resolving nothing.
     (package_install,) = [args for index, args in runs if index > lock_install]
     words = shlex.split(package_install)
@@ -380,18 +417,25 @@ def declared() -> tuple[list[Requirement], list[Requirement]]:
     config.read(REPO_ROOT / "setup.cfg")
 
     def requirements(text: str) -> list[Requirement]:
-        return [Requirement(line) for line in text.splitlines()
-                if line.strip() and not line.strip().startswith("#")]
+        return [
+            Requirement(line)
+            for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
 
-    return (requirements(config["options"]["install_requires"]),
-            requirements(config["options.extras_require"]["test"]))
+    return (
+        requirements(config["options"]["install_requires"]),
+        requirements(config["options.extras_require"]["test"]),
+    )
 
 
 def test_lock_files_say_how_they_are_made() -> None:
     for path in (LOCK, TEST_LOCK):
         head = path.read_text().splitlines()[:2]
-        assert head == ["# This file was autogenerated by uv via the following command:",
-                        "#    make lock"], f"{path.name} was not written by `make lock`"
+        assert head == [
+            "# This file was autogenerated by uv via the following command:",
+            "#    make lock",
+        ], f"{path.name} was not written by `make lock`"
 
 
 @pytest.mark.parametrize("path, extra", [(LOCK, False), (TEST_LOCK, True)])
@@ -403,22 +447,26 @@ def test_lock_pins_every_declared_requirement_in_range(path: Path, extra: bool) 
         assert name in locked, f"{path.name} lacks {requirement} (run `make lock`)"
         assert requirement.specifier.contains(locked[name], prereleases=True), (
             f"{path.name} pins {name}=={locked[name]}, outside setup.cfg's {requirement} "
-            "(run `make lock`)")
+            "(run `make lock`)"
+        )
         for extra_name in requirement.extras:  # psycopg[binary] -> psycopg-binary
             assert canonicalize_name(f"{name}-{extra_name}") in locked, (
-                f"{path.name} lacks {requirement}'s extra")
+                f"{path.name} lacks {requirement}'s extra"
+            )
 
 
 def test_image_runs_what_the_tests_ran() -> None:
     runtime, test = declared()
     locked, test_locked = pins(LOCK), pins(TEST_LOCK)
     # Same versions where both pin a package, and no test tool in the image.
-    assert {name: version for name, version in locked.items()
-            if test_locked.get(name) != version} == {}
+    assert {
+        name: version for name, version in locked.items() if test_locked.get(name) != version
+    } == {}
     for requirement in test:
         name = canonicalize_name(requirement.name)
-        assert name not in locked or any(
-            canonicalize_name(r.name) == name for r in runtime), f"{name} is in the image's lock"
+        assert name not in locked or any(canonicalize_name(r.name) == name for r in runtime), (
+            f"{name} is in the image's lock"
+        )
 
 
 def test_venv_has_the_test_lock_installed() -> None:
@@ -437,33 +485,48 @@ def test_venv_has_the_test_lock_installed() -> None:
 # --- Makefile -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("target, command", [
-    ("up", "docker compose up -d --build"),
-    ("down", "docker compose down -v"),
-    ("logs", "docker compose logs -f app"),
-    ("docker-producer", "N=7 INTERVAL=0.1 docker compose run --rm producer"),
-    ("docker-migrate", "docker compose run --rm migrate"),
-    ("cache-off-up", "CACHE_ENABLED=false docker compose up -d --build app"),
-    ("cache-on-up", "CACHE_ENABLED=true docker compose up -d --build app"),
-])
+@pytest.mark.parametrize(
+    "target, command",
+    [
+        ("up", "docker compose up -d --build"),
+        ("down", "docker compose down -v"),
+        ("logs", "docker compose logs -f app"),
+        ("docker-producer", "N=7 INTERVAL=0.1 docker compose run --rm producer"),
+        ("docker-migrate", "docker compose run --rm migrate"),
+        ("cache-off-up", "CACHE_ENABLED=false docker compose up -d --build app"),
+        ("cache-on-up", "CACHE_ENABLED=true docker compose up -d --build app"),
+    ],
+)
 def test_make_docker_targets(target: str, command: str) -> None:
     # --no-print-directory: under `make test` the nested make would announce its directory.
     dry_run = subprocess.run(
         ["make", "--no-print-directory", "-n", target, "N=7", "INTERVAL=0.1"],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert dry_run.stdout.strip() == command
 
 
 def dry_run(*args: str) -> str:
-    return subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        ["make", "--no-print-directory", "-n", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
-@pytest.mark.parametrize("target, command", [
-    ("producer", ".venv/bin/faust -A orderstream produce -n 7 --interval 0.1"),
-    ("migrate", ".venv/bin/faust -A orderstream migrate"),
-    ("migrate-down", ".venv/bin/faust -A orderstream migrate --down"),
-])
+@pytest.mark.parametrize(
+    "target, command",
+    [
+        ("producer", ".venv/bin/faust -A orderstream produce -n 7 --interval 0.1"),
+        ("migrate", ".venv/bin/faust -A orderstream migrate"),
+        ("migrate-down", ".venv/bin/faust -A orderstream migrate --down"),
+    ],
+)
 def test_host_clients_need_only_the_venv(target: str, command: str) -> None:
     """A compose-only user (no Java, no Kafka jars, no Chromium) can run them."""
     # -W: as if the lock had changed, so the venv's recipe shows; the setup target's never may.
@@ -472,8 +535,10 @@ def test_host_clients_need_only_the_venv(target: str, command: str) -> None:
     assert not any("stack.sh" in line or "browser.sh" in line for line in lines), lines
 
 
-@pytest.mark.parametrize("changed", ["setup.cfg", "pyproject.toml", "setup.py",
-                                     "requirements.lock", "requirements-test.lock"])
+@pytest.mark.parametrize(
+    "changed",
+    ["setup.cfg", "pyproject.toml", "setup.py", "requirements.lock", "requirements-test.lock"],
+)
 def test_venv_installs_the_test_lock_when_it_changes(changed: str) -> None:
     lines = dry_run("-W", changed, ".venv/.installed").splitlines()
     assert ".venv/bin/pip install --quiet -r requirements-test.lock" in lines
@@ -484,7 +549,9 @@ def test_venv_installs_the_test_lock_when_it_changes(changed: str) -> None:
 def test_make_lock_compiles_both_lock_files() -> None:
     lines = [shlex.split(line) for line in dry_run("lock").splitlines() if " compile " in line]
     assert [words[words.index("-o") + 1] for words in lines] == [
-        "requirements-test.lock", "requirements.lock"]
+        "requirements-test.lock",
+        "requirements.lock",
+    ]
     for words in lines:
         assert words[1:4] == ["pip", "compile", "setup.cfg"]
         assert words[words.index("--python-version") + 1] == "3.11"

@@ -10,7 +10,7 @@ an unreachable database must not happen either.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 import pytest
@@ -31,18 +31,25 @@ EXAMPLES = 400
 schema = schemathesis.openapi.from_path(REPO_ROOT / "openapi.yaml")
 
 
-def fuzz(base_url: str, headers: Optional[dict[str, str]] = None, examples: int = EXAMPLES
-         ) -> list[int]:
+def fuzz(
+    base_url: str, headers: dict[str, str] | None = None, examples: int = EXAMPLES
+) -> list[int]:
     """Send ``examples`` generated requests (with ``headers``) and check each answer; return
     the statuses seen."""
     statuses: list[int] = []
-    strategy = (schema.as_strategy(GenerationMode.POSITIVE)
-                | schema.as_strategy(GenerationMode.NEGATIVE))
+    strategy = schema.as_strategy(GenerationMode.POSITIVE) | schema.as_strategy(
+        GenerationMode.NEGATIVE
+    )
     with requests.Session() as session:
         session.headers.update(headers or {})
 
-        @settings(max_examples=examples, deadline=None, database=None,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy)
         def send(case: Any) -> None:
             reply = case.call_and_validate(base_url=base_url, session=session, timeout=10)
@@ -53,8 +60,12 @@ def fuzz(base_url: str, headers: Optional[dict[str, str]] = None, examples: int 
 
 
 async def test_fuzzed_requests_get_documented_answers(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, model_json: bytes) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    model_json: bytes,
+) -> None:
     worker = await start_worker()
     # One stored order, so lookups of it are answered 200 with a whole Order to check.
     await producer.send_and_wait(pipeline_env["KAFKA_TOPIC"], model_json, key=MODEL_UID.encode())
@@ -62,11 +73,13 @@ async def test_fuzzed_requests_get_documented_answers(
     async def cached() -> bool:
         async with http.get(f"{worker.url}/order/{MODEL_UID}") as reply:
             return reply.status == 200 and reply.headers.get("X-Source") == "cache"
+
     await eventually(cached, what="model.json served from the cache")
 
     found = schema["/order/{order_uid}"]["GET"].Case(path_parameters={"order_uid": MODEL_UID})
-    assert (await asyncio.to_thread(found.call_and_validate, base_url=worker.url)
-            ).status_code == 200
+    assert (
+        await asyncio.to_thread(found.call_and_validate, base_url=worker.url)
+    ).status_code == 200
 
     statuses = await asyncio.to_thread(fuzz, worker.url)
     assert len(statuses) >= EXAMPLES // 2, "fewer requests than asked for were generated"

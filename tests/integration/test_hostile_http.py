@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import orjson
 import pytest
@@ -23,8 +23,16 @@ from harness import Worker, eventually
 
 pytestmark = pytest.mark.timeout(180)
 
-ROUTES = ["/order/abc", "/order/", "/health", "/ready", "/metrics", "/", "/openapi.yaml",
-          "/static/app.js"]
+ROUTES = [
+    "/order/abc",
+    "/order/",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/",
+    "/openapi.yaml",
+    "/static/app.js",
+]
 WRITE_METHODS = ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]
 
 
@@ -40,8 +48,9 @@ class Reply:
         return orjson.loads(self.body)
 
 
-async def send_raw(port: int, data: bytes, *, timeout: float = 10.0, until_closed: bool = False
-                   ) -> Optional[Reply]:
+async def send_raw(
+    port: int, data: bytes, *, timeout: float = 10.0, until_closed: bool = False
+) -> Reply | None:
     """Send raw bytes and read one response (or, ``until_closed``, until the server closes).
 
     None when nothing came back within ``timeout``.
@@ -64,8 +73,10 @@ async def send_raw(port: int, data: bytes, *, timeout: float = 10.0, until_close
         return None
     head, _, body = received.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in
-               (line.partition(":") for line in header_lines)}
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
     return Reply(int(status_line.split()[1]), headers, body, time.monotonic() - started)
 
 
@@ -75,11 +86,19 @@ def is_complete(response: bytes) -> bool:
     return bool(found and length and len(body) >= int(length.group(1)))
 
 
-def request(target: bytes | str, method: str = "GET", headers: bytes = b"", body: bytes = b""
-            ) -> bytes:
+def request(
+    target: bytes | str, method: str = "GET", headers: bytes = b"", body: bytes = b""
+) -> bytes:
     target = target.encode() if isinstance(target, str) else target
-    return (method.encode() + b" " + target + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
-            + headers + b"\r\n" + body)
+    return (
+        method.encode()
+        + b" "
+        + target
+        + b" HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+        + headers
+        + b"\r\n"
+        + body
+    )
 
 
 # (what is sent, the status expected); each is answered as a JSON error.
@@ -101,8 +120,10 @@ HOSTILE: list[tuple[bytes, int]] = [
     (request("/order/abc", headers=b"X-Bad: \xff\xfe\r\n"), 404),
     (request("/no/such/path"), 404),
     # a huge body the route does not take is not read
-    (request("/order/abc", "POST", headers=b"Content-Length: 100000000\r\n", body=b"a" * 1000),
-     405),
+    (
+        request("/order/abc", "POST", headers=b"Content-Length: 100000000\r\n", body=b"a" * 1000),
+        405,
+    ),
 ]
 # Requests the HTTP parser rejects: a JSON 400 and one WARNING line each.
 MALFORMED: list[bytes] = [
@@ -115,8 +136,12 @@ MALFORMED: list[bytes] = [
     b"GET / HTTP/9.9\r\n\r\n",
     request("/health", "FOO"),
     request("/health", headers=b"Content-Length: abc\r\n"),
-    request("/health", "POST", headers=b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
-            body=b"0\r\n\r\n"),
+    request(
+        "/health",
+        "POST",
+        headers=b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        body=b"0\r\n\r\n",
+    ),
 ]
 
 
@@ -158,8 +183,12 @@ async def test_slow_and_idle_clients_are_closed(start_worker: Any) -> None:
     worker = await start_worker(HTTP_HEADER_TIMEOUT="2", HTTP_IDLE_TIMEOUT="3")
 
     # Half a request's headers, then nothing: a 408 after HTTP_HEADER_TIMEOUT, and closed.
-    half_sent = await send_raw(worker.port, b"GET /health HTTP/1.1\r\nHost: test\r\nX-Slow: ",
-                               timeout=20, until_closed=True)
+    half_sent = await send_raw(
+        worker.port,
+        b"GET /health HTTP/1.1\r\nHost: test\r\nX-Slow: ",
+        timeout=20,
+        until_closed=True,
+    )
     assert half_sent is not None, "a half-sent request was held for 20 s"
     assert half_sent.status == 408 and "error" in half_sent.json()
     assert 1.5 <= half_sent.elapsed < 10, half_sent
@@ -169,8 +198,9 @@ async def test_slow_and_idle_clients_are_closed(start_worker: Any) -> None:
     assert silent is not None and silent.status == 408
 
     # A kept-alive connection: served, then closed after HTTP_IDLE_TIMEOUT of idling.
-    kept = await send_raw(worker.port, b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n", timeout=20,
-                          until_closed=True)
+    kept = await send_raw(
+        worker.port, b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n", timeout=20, until_closed=True
+    )
     assert kept is not None and kept.status == 200
     assert 2.5 <= kept.elapsed < 10, kept
 
@@ -186,8 +216,9 @@ async def test_slow_and_idle_clients_are_closed(start_worker: Any) -> None:
 
 def listen_backlog(port: int) -> int:
     """The backlog of the socket listening on ``port`` (``ss`` shows it as Send-Q)."""
-    listing = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], check=True,
-                             capture_output=True, text=True).stdout.split()
+    listing = subprocess.run(
+        ["ss", "-Hltn", f"sport = :{port}"], check=True, capture_output=True, text=True
+    ).stdout.split()
     return int(listing[2])
 
 
@@ -203,7 +234,8 @@ def open_idle_connections(port: int, count: int) -> list[socket.socket]:
 
 
 async def test_connection_cap_keeps_health_answering_and_the_log_quiet(
-        start_worker: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    start_worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 4096:
         pytest.skip(f"the open-files hard limit ({hard}) is too low for 1,500 client sockets")
@@ -234,7 +266,8 @@ async def test_connection_cap_keeps_health_answering_and_the_log_quiet(
 
     idle = open_idle_connections(worker.port, 1500)
     try:
-        async def over_cap() -> Optional[Reply]:
+
+        async def over_cap() -> Reply | None:
             reply = await send_raw(worker.port, request("/order/abc"), timeout=5)
             return reply if reply is not None and reply.status == 503 else None
 
@@ -256,6 +289,7 @@ async def test_connection_cap_keeps_health_answering_and_the_log_quiet(
     async def served_again() -> bool:
         reply = await send_raw(worker.port, request("/order/abc"), timeout=5)
         return reply is not None and reply.status == 404
+
     await eventually(served_again, timeout=30, what="lookups served again")
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

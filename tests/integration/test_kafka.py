@@ -35,8 +35,13 @@ async def topic(kafka_brokers: str, unique_name: str) -> Any:
 
 async def consume(brokers: str, topic: str, group: str, count: int) -> list[Any]:
     """Up to ``count`` messages from the start of ``topic``, read by ``group`` until a deadline."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=brokers, group_id=group,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=brokers,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
         received: list[Any] = []
@@ -49,8 +54,9 @@ async def consume(brokers: str, topic: str, group: str, count: int) -> list[Any]
         await consumer.stop()
 
 
-async def test_produce_consume_round_trip(kafka_brokers: str, producer: AIOKafkaProducer,
-                                          topic: str, unique_name: str) -> None:
+async def test_produce_consume_round_trip(
+    kafka_brokers: str, producer: AIOKafkaProducer, topic: str, unique_name: str
+) -> None:
     assert producer.client.cluster.brokers(), "no broker answered ApiVersions/Metadata"
 
     sent = {}

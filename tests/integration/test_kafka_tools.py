@@ -13,15 +13,17 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from harness import REPO_ROOT, eventually
+
 from ..private_stack import PrivateStack
 
 
@@ -32,8 +34,14 @@ async def make(*args: str, env: Mapping[str, str], timeout: float = 60) -> tuple
     (and stays a member of its group) while the tool looks at the group.
     """
     process = await asyncio.create_subprocess_exec(
-        "make", "-s", *args, cwd=REPO_ROOT, env=dict(env),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        "make",
+        "-s",
+        *args,
+        cwd=REPO_ROOT,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
@@ -49,8 +57,11 @@ async def make_ok(*args: str, env: Mapping[str, str]) -> str:
 def tools_env(kafka_brokers: str) -> dict[str, str]:
     """The caller's environment without its Kafka settings (nor a ./.env), pointed at the
     shared broker."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("KAFKA_", "MAKE", "MFLAGS"))}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("KAFKA_", "MAKE", "MFLAGS"))
+    }
     return {**env, "KAFKA_BROKERS": kafka_brokers, "ENV_FILE": ""}
 
 
@@ -66,8 +77,9 @@ async def create_topic(brokers: str, topic: str, partitions: int) -> None:
 async def fill(producer: AIOKafkaProducer, topic: str, per_partition: Mapping[int, int]) -> None:
     for partition, count in per_partition.items():
         for i in range(count):
-            await producer.send_and_wait(topic, b"{}", key=f"k{partition}-{i}".encode(),
-                                         partition=partition)
+            await producer.send_and_wait(
+                topic, b"{}", key=f"k{partition}-{i}".encode(), partition=partition
+            )
 
 
 def table_rows(output: str, first_column: str) -> list[list[str]]:
@@ -76,7 +88,8 @@ def table_rows(output: str, first_column: str) -> list[list[str]]:
 
 
 async def test_topics_lists_partitions_with_start_and_end_offsets(
-        tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str) -> None:
+    tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str
+) -> None:
     topic = f"tools-{unique_name}"
     await create_topic(tools_env["KAFKA_BROKERS"], topic, 3)
     await fill(producer, topic, {0: 3, 1: 1})
@@ -84,12 +97,16 @@ async def test_topics_lists_partitions_with_start_and_end_offsets(
     out = await make_ok("topics", f"TOPIC={topic}", env=tools_env)
 
     assert out.splitlines()[0].split() == ["TOPIC", "PARTITION", "START_OFFSET", "END_OFFSET"]
-    assert table_rows(out, topic) == [[topic, "0", "0", "3"], [topic, "1", "0", "1"],
-                                      [topic, "2", "0", "0"]]
+    assert table_rows(out, topic) == [
+        [topic, "0", "0", "3"],
+        [topic, "1", "0", "1"],
+        [topic, "2", "0", "0"],
+    ]
 
 
 async def test_topics_without_a_filter_lists_every_topic_but_kafkas_own(
-        tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str) -> None:
+    tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str
+) -> None:
     topic = f"tools-{unique_name}"
     await create_topic(tools_env["KAFKA_BROKERS"], topic, 1)
     await fill(producer, topic, {0: 2})
@@ -101,19 +118,27 @@ async def test_topics_without_a_filter_lists_every_topic_but_kafkas_own(
 
 
 async def test_groups_shows_the_members_and_the_lag_of_each_partition(
-        tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str) -> None:
+    tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str
+) -> None:
     topic, group = f"tools-{unique_name}", f"tools-group-{unique_name}"
     await create_topic(tools_env["KAFKA_BROKERS"], topic, 3)
     await fill(producer, topic, {0: 3, 1: 2, 2: 2})
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=tools_env["KAFKA_BROKERS"],
-                                group_id=group, client_id=f"client-{unique_name}",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=tools_env["KAFKA_BROKERS"],
+        group_id=group,
+        client_id=f"client-{unique_name}",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     try:
-        await eventually(lambda: asyncio.sleep(0, len(consumer.assignment()) == 3),
-                         what="the consumer assigned all 3 partitions")
-        await consumer.commit({TopicPartition(topic, 0): 1, TopicPartition(topic, 1): 0,
-                               TopicPartition(topic, 2): 2})
+        await eventually(
+            lambda: asyncio.sleep(0, len(consumer.assignment()) == 3),
+            what="the consumer assigned all 3 partitions",
+        )
+        await consumer.commit(
+            {TopicPartition(topic, 0): 1, TopicPartition(topic, 1): 0, TopicPartition(topic, 2): 2}
+        )
 
         out = await make_ok("groups", f"GROUP={group}", env=tools_env)
     finally:
@@ -126,12 +151,19 @@ async def test_groups_shows_the_members_and_the_lag_of_each_partition(
     assert f"{topic}:0,1,2" in members.replace(" ", ""), members
     # GROUP TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG CONSUMER-ID ...
     assert [row[1:6] for row in table_rows(lag, group)] == [
-        [topic, "0", "1", "3", "2"], [topic, "1", "0", "2", "2"], [topic, "2", "2", "2", "0"]], lag
+        [topic, "0", "1", "3", "2"],
+        [topic, "1", "0", "2", "2"],
+        [topic, "2", "2", "2", "0"],
+    ], lag
 
 
 async def test_groups_defaults_to_the_workers_group(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        tools_env: dict[str, str], model_json: bytes) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    tools_env: dict[str, str],
+    model_json: bytes,
+) -> None:
     """A running worker (Faust's own assignor) is listed with its partitions; its lag drains."""
     topic, group = pipeline_env["KAFKA_TOPIC"], pipeline_env["KAFKA_GROUP_ID"]
     await start_worker()
@@ -140,8 +172,11 @@ async def test_groups_defaults_to_the_workers_group(
 
     async def committed() -> str:
         out = await make_ok("groups", env=env)
-        rows = {row[2]: row[3:6] for row in table_rows(out.split("Lag per partition")[1], group)
-                if row[1] == topic}
+        rows = {
+            row[2]: row[3:6]
+            for row in table_rows(out.split("Lag per partition")[1], group)
+            if row[1] == topic
+        }
         return out if rows.get("2") == ["1", "1", "0"] else ""
 
     out = await eventually(committed, timeout=60, interval=1, what="the worker's commit shown")
@@ -149,22 +184,28 @@ async def test_groups_defaults_to_the_workers_group(
     members = out.split("Lag per partition")[0]
     assert len(table_rows(members, group)) == 1, members
     assert f"{topic}:0,1,2,3" in members.replace(" ", ""), members
-    lag_rows = [row for row in table_rows(out.split("Lag per partition")[1], group)
-                if row[1] == topic]
+    lag_rows = [
+        row for row in table_rows(out.split("Lag per partition")[1], group) if row[1] == topic
+    ]
     assert [row[2] for row in lag_rows] == ["0", "1", "2", "3"]
 
 
 async def test_tail_prints_the_newest_n_messages_with_key_headers_and_value(
-        tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str) -> None:
+    tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str
+) -> None:
     topic = f"tools-{unique_name}"
     await create_topic(tools_env["KAFKA_BROKERS"], topic, 3)
     base = (int(time.time()) - 60) * 1000  # whole seconds: the printed times are exact
     # Six messages over three partitions, one second apart; the newest four are shown.
     for i in range(6):
         await producer.send_and_wait(
-            topic, f'{{"n": {i},\n "text": "a\tb"}}'.encode(), key=f"key-{i}".encode(),
-            partition=(i * 2) % 3, timestamp_ms=base + i * 1000,
-            headers=[("x-error", f"reason {i}".encode()), ("x-seq", str(i).encode())])
+            topic,
+            f'{{"n": {i},\n "text": "a\tb"}}'.encode(),
+            key=f"key-{i}".encode(),
+            partition=(i * 2) % 3,
+            timestamp_ms=base + i * 1000,
+            headers=[("x-error", f"reason {i}".encode()), ("x-seq", str(i).encode())],
+        )
 
     out = await make_ok("tail", f"TOPIC={topic}", "N=4", env=tools_env)
 
@@ -173,16 +214,18 @@ async def test_tail_prints_the_newest_n_messages_with_key_headers_and_value(
     assert len(blocks) == 4, out
     for block, i in zip(blocks, range(2, 6)):
         lines = block.splitlines()
-        when = datetime.fromtimestamp((base + i * 1000) / 1000, timezone.utc)
-        assert lines[0] == (f"partition {(i * 2) % 3}  offset {i // 3}  "
-                            f"{when:%Y-%m-%dT%H:%M:%S}.000Z (CreateTime)")
+        when = datetime.fromtimestamp((base + i * 1000) / 1000, UTC)
+        assert lines[0] == (
+            f"partition {(i * 2) % 3}  offset {i // 3}  {when:%Y-%m-%dT%H:%M:%S}.000Z (CreateTime)"
+        )
         assert lines[1] == f"key:     key-{i}"
         assert lines[2] == f"headers: x-error:reason {i}, x-seq:{i}"
         assert "\n".join(lines[3:]) == f'value:   {{"n": {i},\n "text": "a\tb"}}'
 
 
 async def test_tail_leaves_no_consumer_group_behind(
-        tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str) -> None:
+    tools_env: dict[str, str], producer: AIOKafkaProducer, unique_name: str
+) -> None:
     topic = f"tools-{unique_name}"
     await create_topic(tools_env["KAFKA_BROKERS"], topic, 1)
     await fill(producer, topic, {0: 1})
@@ -206,7 +249,8 @@ async def test_tail_of_a_missing_topic_says_so(tools_env: dict[str, str], unique
 
 
 async def test_without_the_fetched_jars_the_targets_name_make_setup(
-        tools_env: dict[str, str], tmp_path: Path) -> None:
+    tools_env: dict[str, str], tmp_path: Path
+) -> None:
     env = {**tools_env, "KAFKA_LIBS": str(tmp_path / "no-jars")}
     for target in ("topics", "groups", "tail"):
         code, out, err = await make(target, env=env)
@@ -225,14 +269,24 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateS
     stack.down()
 
 
-@pytest.mark.parametrize("protocol, mechanism", [
-    ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
-    ("SSL", ""),  # mutual TLS: KAFKA_SSL_CERTFILE/KEYFILE as PEM files, as the service takes them
-    ("SASL_SSL", "PLAIN"),
-])
+@pytest.mark.parametrize(
+    "protocol, mechanism",
+    [
+        ("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+        (
+            "SSL",
+            "",
+        ),  # mutual TLS: KAFKA_SSL_CERTFILE/KEYFILE as PEM files, as the service takes them
+        ("SASL_SSL", "PLAIN"),
+    ],
+)
 async def test_topics_over_the_services_security_settings(
-        secure_broker: PrivateStack, tools_env: dict[str, str], unique_name: str,
-        protocol: str, mechanism: str) -> None:
+    secure_broker: PrivateStack,
+    tools_env: dict[str, str],
+    unique_name: str,
+    protocol: str,
+    mechanism: str,
+) -> None:
     topic = f"tools-{unique_name}"
     await create_topic(secure_broker.kafka_brokers, topic, 2)
     env = {**tools_env, **secure_broker.secure_env(protocol, mechanism or "PLAIN")}
@@ -248,7 +302,8 @@ async def test_topics_over_the_services_security_settings(
 
 
 def test_fetch_adds_the_tools_jar_to_jars_fetched_before_and_keeps_the_others(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """A checkout whose jars were fetched before the pom named kafka-tools: `stack.sh fetch`
     (what `make setup` runs) adds it, drops what the pom no longer names, and leaves every
     jar that stays as the very file it was, so a broker running from them is not disturbed."""
@@ -262,17 +317,22 @@ def test_fetch_adds_the_tools_jar_to_jars_fetched_before_and_keeps_the_others(
     (libs / ".fetched").write_text("the checksum of an older pom\n")
     kept = {jar.name: jar.stat().st_ino for jar in libs.glob("*.jar")}
 
-    result = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "stack.sh"), "fetch"],
-                            env={**os.environ, "STACK_DIR": str(tmp_path), "ENV_FILE": ""},
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "stack.sh"), "fetch"],
+        env={**os.environ, "STACK_DIR": str(tmp_path), "ENV_FILE": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     names = {jar.name for jar in libs.glob("*.jar")}
     assert {jar.name for jar in shared.glob("*.jar")} == names
     assert "obsolete-1.0.jar" not in names
     assert any(name.startswith("kafka-tools-") for name in names)
-    assert all(libs.joinpath(name).stat().st_ino == inode
-               for name, inode in kept.items() if name in names)
+    assert all(
+        libs.joinpath(name).stat().st_ino == inode for name, inode in kept.items() if name in names
+    )
     pom_sum = hashlib.sha256((REPO_ROOT / "scripts" / "kafka" / "pom.xml").read_bytes()).hexdigest()
     assert (libs / ".fetched").read_text().strip() == pom_sum
     assert not (tmp_path / "kafka" / "libs.new").exists()

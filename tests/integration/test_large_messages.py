@@ -7,7 +7,8 @@ without its original headers, and the orders after them are stored as usual.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import orjson
@@ -15,18 +16,18 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from orderstream.order.generator import random_orders
-from orderstream.order.records import order_from_dict
 from orderstream.order.partitioning import partition_of
+from orderstream.order.records import order_from_dict
 
-from harness import eventually
 from .test_pipeline import dead_letters, lookup, publish, wait_stored
 
 PARTITIONS = 4
 ORIGINAL_HEADERS = [("x-big-header", b"h" * 2000)]
 
 
-async def largest_value_accepted(producer: AIOKafkaProducer, topic: str, key: bytes,
-                                 headers: list[tuple[str, bytes]]) -> int:
+async def largest_value_accepted(
+    producer: AIOKafkaProducer, topic: str, key: bytes, headers: list[tuple[str, bytes]]
+) -> int:
     """The largest value, with this key and these headers, that the broker takes on ``topic``."""
     low, high = 900_000, 1_100_000  # the broker's default limit is 1,048,588 bytes a batch
     while high - low > 1:
@@ -42,8 +43,15 @@ async def largest_value_accepted(producer: AIOKafkaProducer, topic: str, key: by
 def large_valid_order(order_dict: Callable[..., dict[str, Any]], uid: str, size: int) -> bytes:
     """A valid order of exactly ``size`` bytes: 800 long items and an ignored padding field."""
     data = order_dict({"order_uid": uid})
-    item = {**data["items"][0], "name": "n" * 255, "brand": "b" * 255, "rid": "r" * 255,
-            "price": 100, "sale": 0, "total_price": 100}
+    item = {
+        **data["items"][0],
+        "name": "n" * 255,
+        "brand": "b" * 255,
+        "rid": "r" * 255,
+        "price": 100,
+        "sale": 0,
+        "total_price": 100,
+    }
     data["items"] = [item] * 800
     payment = data["payment"]
     payment["goods_total"] = 100 * 800
@@ -57,13 +65,18 @@ def large_valid_order(order_dict: Callable[..., dict[str, Any]], uid: str, size:
 
 
 async def test_messages_at_the_broker_limit_are_dead_lettered_or_forwarded_and_ingest_goes_on(
-        start_worker: Any, pipeline_env: dict[str, str], kafka_brokers: str,
-        order_dict: Callable[..., dict[str, Any]], http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    kafka_brokers: str,
+    order_dict: Callable[..., dict[str, Any]],
+    http: aiohttp.ClientSession,
+) -> None:
     worker = await start_worker()
     topic = pipeline_env["KAFKA_TOPIC"]
     probe = f"{topic}-probe"  # same broker defaults as the orders topic, never consumed
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_brokers, acks="all",
-                                max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_brokers, acks="all", max_request_size=4 * 1024 * 1024
+    )
     await producer.start()
     try:
         # 1. A message the old producer limit (1,000,000 bytes) refused to dead-letter.
@@ -79,8 +92,13 @@ async def test_messages_at_the_broker_limit_are_dead_lettered_or_forwarded_and_i
         own = partition_of(uid.encode(), PARTITIONS)
         size = await largest_value_accepted(producer, probe, uid.encode(), ORIGINAL_HEADERS)
         large = large_valid_order(order_dict, uid, size)
-        await producer.send_and_wait(topic, large, key=uid.encode(),
-                                     partition=(own + 1) % PARTITIONS, headers=ORIGINAL_HEADERS)
+        await producer.send_and_wait(
+            topic,
+            large,
+            key=uid.encode(),
+            partition=(own + 1) % PARTITIONS,
+            headers=ORIGINAL_HEADERS,
+        )
     finally:
         await producer.stop()
     # 4. Ordinary orders after all of them.
@@ -97,8 +115,10 @@ async def test_messages_at_the_broker_limit_are_dead_lettered_or_forwarded_and_i
     assert status == 200 and orjson.loads(body)["order_uid"] == uid
     assert len(orjson.loads(body)["items"]) == 800
 
-    letters = {letter.key: letter for letter in
-               await dead_letters(pipeline_env["KAFKA_BROKERS"], f"{topic}.dlq", 2)}
+    letters = {
+        letter.key: letter
+        for letter in await dead_letters(pipeline_env["KAFKA_BROKERS"], f"{topic}.dlq", 2)
+    }
     assert set(letters) == {b"big", b"edge"}
     assert letters[b"big"].value == big  # it fits: published whole
     assert "x-truncated" not in dict(letters[b"big"].headers)

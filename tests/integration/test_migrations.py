@@ -10,16 +10,20 @@ from yarl import URL
 
 from harness import store_one
 from orderstream.config import Settings
-from orderstream.order.generator import random_orders
 from orderstream.migrations import migrate_database
+from orderstream.order.generator import random_orders
 from orderstream.order.records import encode_order
 from orderstream.repo import OrderRepository
 
 SQL_DIR = Settings().sql_dir  # the files production applies
 
 TABLES = {"orders", "deliveries", "payments", "items"}
-MIGRATIONS = ["0001.create-orders", "0002.order-body", "0003.order-version",
-              "0004.orders-stored-at-index"]
+MIGRATIONS = [
+    "0001.create-orders",
+    "0002.order-body",
+    "0003.order-version",
+    "0004.orders-stored-at-index",
+]
 
 # Our tables only: yoyo keeps its own bookkeeping tables in the same schema.
 LIST_TABLES = """
@@ -60,15 +64,21 @@ async def migrate(url: str, *, down: bool = False) -> list[str]:
 def assert_full_schema(tables: set[str], indexes: dict[str, str]) -> None:
     assert tables == TABLES
     assert "ON public.orders USING btree (date_created DESC)" in indexes["orders_date_created_idx"]
-    assert ("ON public.orders USING btree (stored_at DESC, order_uid DESC)"
-            in indexes["orders_stored_at_idx"])
+    assert (
+        "ON public.orders USING btree (stored_at DESC, order_uid DESC)"
+        in indexes["orders_stored_at_idx"]
+    )
 
 
 async def columns(url: str, table: str) -> set[str]:
     conn = await asyncpg.connect(url)
     try:
-        return {row[0] for row in await conn.fetch(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table)}
+        return {
+            row[0]
+            for row in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = $1", table
+            )
+        }
     finally:
         await conn.close()
 
@@ -106,7 +116,8 @@ async def test_up_sql_is_idempotent_without_yoyo(fresh_database: str) -> None:
 
 
 async def test_orders_stored_before_the_body_column_are_served_as_before(
-        fresh_database: str) -> None:
+    fresh_database: str,
+) -> None:
     # An order written under 0001 alone (rows only), and one added after 0002 without a body
     # (another writer): both are built from their rows, byte for byte the wire JSON.
     conn = await asyncpg.connect(fresh_database)
@@ -117,8 +128,9 @@ async def test_orders_stored_before_the_body_column_are_served_as_before(
         await migrate(fresh_database)
         assert "body" in await columns(fresh_database, "orders")
         await store_one(conn, later)  # its row has no body
-        assert await conn.fetchval("SELECT body IS NULL FROM orders WHERE order_uid = $1",
-                                   later.order_uid)
+        assert await conn.fetchval(
+            "SELECT body IS NULL FROM orders WHERE order_uid = $1", later.order_uid
+        )
     finally:
         await conn.close()
     repo = OrderRepository(fresh_database)
@@ -126,7 +138,6 @@ async def test_orders_stored_before_the_body_column_are_served_as_before(
     try:
         for order in (old, later):
             assert await repo.get_body(order.order_uid) == encode_order(order)
-        assert {o.order_uid for o in await repo.load_recent(10)} == {old.order_uid,
-                                                                      later.order_uid}
+        assert {o.order_uid for o in await repo.load_recent(10)} == {old.order_uid, later.order_uid}
     finally:
         await repo.close()

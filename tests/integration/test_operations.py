@@ -9,6 +9,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from harness import Worker, eventually
+
 from .test_pipeline import stack
 
 
@@ -18,27 +19,34 @@ async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 
 async def test_ready_waits_for_the_group_and_recovery_while_health_answers(
-        pipeline_env: dict[str, str], http: aiohttp.ClientSession, tmp_path: Any) -> None:
-    worker = Worker({**pipeline_env, "DATA_DIR": str(tmp_path / "data")},
-                    log_path=tmp_path / "worker.log").start()
+    pipeline_env: dict[str, str], http: aiohttp.ClientSession, tmp_path: Any
+) -> None:
+    worker = Worker(
+        {**pipeline_env, "DATA_DIR": str(tmp_path / "data")}, log_path=tmp_path / "worker.log"
+    ).start()
     try:
+
         async def first_answer() -> Any:
             try:
                 return await get_json(http, f"{worker.url}/ready")
             except aiohttp.ClientError:
                 return None
-        status, body = await eventually(first_answer, timeout=60, interval=0.02,
-                                        what="a first /ready answer")
+
+        status, body = await eventually(
+            first_answer, timeout=60, interval=0.02, what="a first /ready answer"
+        )
         # The web server starts before the worker has joined its group and recovered.
         assert status == 503 and body["ready"] is False
         assert body["checks"]["postgresql"]["ok"] is True
-        assert not (body["checks"]["kafka_assignment"]["ok"]
-                    and body["checks"]["table_recovery"]["ok"])
+        assert not (
+            body["checks"]["kafka_assignment"]["ok"] and body["checks"]["table_recovery"]["ok"]
+        )
         assert await get_json(http, f"{worker.url}/health") == (200, {"status": "ok"})
 
         async def ready() -> Any:
             status, body = await get_json(http, f"{worker.url}/ready")
             return body if status == 200 else None
+
         body = await eventually(ready, timeout=60, what="/ready 200")
         assert all(check["ok"] for check in body["checks"].values())
     finally:
@@ -46,7 +54,8 @@ async def test_ready_waits_for_the_group_and_recovery_while_health_answers(
 
 
 async def test_ready_fails_while_postgresql_is_down_and_health_does_not(
-        start_worker: Any, http: aiohttp.ClientSession) -> None:
+    start_worker: Any, http: aiohttp.ClientSession
+) -> None:
     worker = await start_worker()
     await eventually(lambda: status_of(http, f"{worker.url}/ready", 200), what="ready")
     await stack("pg-stop")
@@ -70,15 +79,16 @@ async def status_of(http: aiohttp.ClientSession, url: str, expected: int) -> boo
 
 
 async def test_json_logs_carry_the_order_and_never_the_password(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer) -> None:
+    start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer
+) -> None:
     worker = await start_worker(LOG_FORMAT="json", LOG_LEVEL="info")
     await producer.send(pipeline_env["KAFKA_TOPIC"], b'{"order_uid": "broken-1"}', key=b"k")
     await producer.flush()
 
     async def dead_letter_logged() -> Any:
-        lines = [orjson.loads(line) for line in worker.log().splitlines()
-                 if line.startswith("{")]
+        lines = [orjson.loads(line) for line in worker.log().splitlines() if line.startswith("{")]
         return [line for line in lines if line.get("order_uid") == "broken-1"]
+
     [line] = await eventually(dead_letter_logged, what="the dead-letter log line")
     assert line["level"] == "WARNING"
     assert line["topic"] == pipeline_env["KAFKA_TOPIC"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 import pytest
@@ -32,6 +32,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from harness import REPO_ROOT, Worker, eventually
 from orderstream.order import encode_order, random_orders
+
 from ..browser import Browser, browsers, csp_violations  # noqa: F401 (browsers: a fixture)
 
 pytestmark = pytest.mark.timeout(300)
@@ -104,11 +105,12 @@ class Screens:
         directory.mkdir(parents=True, exist_ok=True)
         self.paths: list[Path] = []
 
-    def save(self, browser: Browser, name: str, subject: Optional[Any] = None) -> None:
+    def save(self, browser: Browser, name: str, subject: Any | None = None) -> None:
         """Save the viewport, scrolled to ``subject`` (an element or an element's id) if given."""
         if subject is not None:
-            element = (browser.driver.find_element(By.ID, subject) if isinstance(subject, str)
-                       else subject)
+            element = (
+                browser.driver.find_element(By.ID, subject) if isinstance(subject, str) else subject
+            )
             browser.script("arguments[0].scrollIntoView({block: 'start'});", element)
         path = self.directory / f"{len(self.paths) + 1:02d}-{name}.png"
         assert browser.driver.save_screenshot(str(path)), path
@@ -120,17 +122,25 @@ def low_contrast(browser: Browser) -> list[str]:
     """The texts of the page now shown under 4.5:1 (WCAG AA for normal text), one line each."""
     texts = browser.script(CONTRAST_SCRIPT)
     assert len(texts) > 50, texts  # the check saw the page, not an empty one
+
     def rgb(colour: dict[str, float]) -> str:
         return "#" + "".join(f"{round(colour[c]):02x}" for c in "rgb")
-    return sorted({f"{text['ratio']:.2f}: {text['tag']}.{text['cls']} {text['text']!r} "
-                   f"{rgb(text['color'])} on {rgb(text['background'])}"
-                   for text in texts if text["ratio"] < 4.5})
+
+    return sorted(
+        {
+            f"{text['ratio']:.2f}: {text['tag']}.{text['cls']} {text['text']!r} "
+            f"{rgb(text['color'])} on {rgb(text['background'])}"
+            for text in texts
+            if text["ratio"] < 4.5
+        }
+    )
 
 
 def wait_until(browser: Browser, what: str, check: Any, timeout: float = LIVE) -> Any:
     """Poll a condition on the page (Selenium's WebDriverWait) with a message that says what."""
     return WebDriverWait(browser.driver, timeout, poll_frequency=0.2).until(
-        lambda driver: check(), message=what)
+        lambda driver: check(), message=what
+    )
 
 
 def number(text: str) -> float:
@@ -138,12 +148,20 @@ def number(text: str) -> float:
 
 
 def recent_uids(browser: Browser) -> list[str]:
-    return [link.text for link in
-            browser.driver.find_elements(By.CSS_SELECTOR, "#recent-list a.order-link")]
+    return [
+        link.text
+        for link in browser.driver.find_elements(By.CSS_SELECTOR, "#recent-list a.order-link")
+    ]
 
 
-def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screens: Screens,
-                  produce: Any, send_bad: Any) -> dict[str, str]:
+def operator_flow(
+    worker: Worker,
+    profile: Path,
+    browsers: list[Browser],
+    screens: Screens,
+    produce: Any,
+    send_bad: Any,
+) -> dict[str, str]:
     """Everything an operator does on the page, in order (blocking: Selenium's API).
     Returns what the Replay reported, for the test to check in Kafka."""
     page = Browser(profile)
@@ -162,8 +180,9 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     assert not page.shown("token-form")
     page.wait_text("recent-list", MODEL_UID, timeout=LIVE)
     wait_until(page, "the group ready", lambda: page.text("group-ready") == "yes")
-    assert page.driver.find_elements(By.CSS_SELECTOR, "#partitions tr[data-partition]"), \
-        page.text("partitions")
+    assert page.driver.find_elements(By.CSS_SELECTOR, "#partitions tr[data-partition]"), page.text(
+        "partitions"
+    )
     assert worker.url in page.text("workers")
     assert "postgresql" in page.text("workers")
     screens.save(page, "pipeline", "pipeline")
@@ -176,7 +195,9 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     source = driver.find_element(By.CSS_SELECTOR, "#result .pill.source")
     assert source.get_attribute("data-source") in ("cache", "db"), source.text
     badge = driver.find_element(By.CSS_SELECTOR, "#result .badge").text
-    assert re.search(r"server [\d.]+ ms", badge) and re.search(r"round trip [\d.]+ ms", badge), badge
+    assert re.search(r"server [\d.]+ ms", badge) and re.search(r"round trip [\d.]+ ms", badge), (
+        badge
+    )
     assert driver.current_url.endswith(f"#order={MODEL_UID}")
     screens.save(page, "lookup", "lookup")
 
@@ -194,14 +215,25 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
 
     def counted() -> bool:
         rates_seen.add(page.text("rate-consumed"))
-        return all(number(page.text(total)) >= consumed_before + NEW_ORDERS
-                   for total in ("total-consumed", "total-stored"))
+        return all(
+            number(page.text(total)) >= consumed_before + NEW_ORDERS
+            for total in ("total-consumed", "total-stored")
+        )
+
     wait_until(page, f"{NEW_ORDERS} more consumed and stored on the panel", counted)
-    wait_until(page, "a consumed rate above 0/s", lambda: (
-        rates_seen.add(page.text("rate-consumed")) or
-        any(number(rate) > 0 for rate in rates_seen)))
-    wait_until(page, "the new orders among the recent ones", lambda: (
-        (uids := recent_uids(page)) and set(uids) <= set(produced)))
+    wait_until(
+        page,
+        "a consumed rate above 0/s",
+        lambda: (
+            rates_seen.add(page.text("rate-consumed"))
+            or any(number(rate) > 0 for rate in rates_seen)
+        ),
+    )
+    wait_until(
+        page,
+        "the new orders among the recent ones",
+        lambda: (uids := recent_uids(page)) and set(uids) <= set(produced),
+    )
     screens.save(page, "live-counters", "pipeline")
 
     # A recent order's link opens its lookup: with the keyboard here ...
@@ -232,9 +264,17 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     (hidden_at, shown_at), started = page.script(VISIBILITY_AND_POLLS)
     assert shown_at - hidden_at > 2000, (hidden_at, shown_at)
     # (50 ms either side: a request in flight as it hid; the page's own listener runs first)
-    assert not [t for t in started if hidden_at + 50 < t < shown_at - 50], (hidden_at, shown_at, started)
-    wait_until(page, "polling again once shown", lambda: any(
-        t >= shown_at - 50 for t in page.script(VISIBILITY_AND_POLLS)[1]), timeout=5)
+    assert not [t for t in started if hidden_at + 50 < t < shown_at - 50], (
+        hidden_at,
+        shown_at,
+        started,
+    )
+    wait_until(
+        page,
+        "polling again once shown",
+        lambda: any(t >= shown_at - 50 for t in page.script(VISIBILITY_AND_POLLS)[1]),
+        timeout=5,
+    )
 
     # A bad message appears among the dead letters, as text.
     source_offset = send_bad()
@@ -245,6 +285,7 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
             if "not json <b" in row.text and "replayed from" not in row.text:
                 return row
         return None
+
     row = wait_until(page, "the bad message among the dead letters", bad_row)
     key = row.get_attribute("data-offset")
     assert "not_json" in row.text and f"{worker.env['KAFKA_TOPIC']} " in row.text, row.text
@@ -257,8 +298,11 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     box = row.find_element(By.CSS_SELECTOR, "input.pick")
     box.send_keys(Keys.SPACE)
     replay = driver.find_element(By.ID, "replay-selected")
-    wait_until(page, "the Replay button counting the selection",
-               lambda: replay.text == "Replay 1 selected" and replay.is_enabled())
+    wait_until(
+        page,
+        "the Replay button counting the selection",
+        lambda: replay.text == "Replay 1 selected" and replay.is_enabled(),
+    )
     replay.send_keys(Keys.ENTER)
     page.wait_text("replay-result", "Replayed 1 dead letter")
     report = page.text("replay-result")
@@ -266,9 +310,14 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     assert moved, report
     assert moved[1] == worker.env["KAFKA_TOPIC"], report
     # Still bad, so it comes back to the DLQ, marked as replayed from the letter we chose.
-    wait_until(page, "the replayed letter back in the DLQ list", lambda: any(
-        re.search(rf"replayed from \S+:{re.escape(key)}\b", row.text)
-        for row in driver.find_elements(By.CSS_SELECTOR, row_selector)))
+    wait_until(
+        page,
+        "the replayed letter back in the DLQ list",
+        lambda: any(
+            re.search(rf"replayed from \S+:{re.escape(key)}\b", row.text)
+            for row in driver.find_elements(By.CSS_SELECTOR, row_selector)
+        ),
+    )
     screens.save(page, "replayed", "dead-letters")
 
     # Every text is readable: 4.5:1 or more, here with an order, the panels and dead letters.
@@ -278,8 +327,11 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
     assert not low_contrast(page), "\n".join(low_contrast(page))
     # At a phone's width the page does not scroll sideways (wide tables scroll in their box).
     driver.set_window_size(390, 844)
-    wait_until(page, "no sideways scroll at 390 px", lambda: page.script(
-        "return document.documentElement.scrollWidth <= window.innerWidth"))
+    wait_until(
+        page,
+        "no sideways scroll at 390 px",
+        lambda: page.script("return document.documentElement.scrollWidth <= window.innerWidth"),
+    )
     assert not low_contrast(page), "\n".join(low_contrast(page))
     screens.save(page, "phone", "pipeline")
     driver.set_window_size(1280, 900)
@@ -296,9 +348,15 @@ def operator_flow(worker: Worker, profile: Path, browsers: list[Browser], screen
 
 
 async def test_operator_view(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, model_json: bytes, kafka_brokers: str, tmp_path: Path,
-        browsers: list[Browser]) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    model_json: bytes,
+    kafka_brokers: str,
+    tmp_path: Path,
+    browsers: list[Browser],
+) -> None:
     worker = await start_worker(API_TOKENS=TOKEN)
     topic = pipeline_env["KAFKA_TOPIC"]
     await producer.send_and_wait(topic, model_json, key=MODEL_UID.encode())
@@ -306,17 +364,20 @@ async def test_operator_view(
     async def stored() -> bool:
         async with http.get(f"{worker.url}/order/{MODEL_UID}", headers=AUTH) as reply:
             return reply.status == 200
+
     await eventually(stored, what="model.json served")
     loop = asyncio.get_running_loop()
 
     def produce(count: int) -> list[str]:
         """Publish ``count`` valid orders as `faust -A orderstream produce` does; their ids."""
+
         async def send() -> list[str]:
             orders = list(random_orders(None, count))
             for order in orders:
                 await producer.send(topic, encode_order(order), key=order.order_uid.encode())
             await producer.flush()
             return [order.order_uid for order in orders]
+
         return asyncio.run_coroutine_threadsafe(send(), loop).result(30)
 
     def send_bad() -> int:
@@ -325,8 +386,9 @@ async def test_operator_view(
         return int(sent.result(30).offset)
 
     screens = Screens(tmp_path / "screens")
-    replayed = await asyncio.to_thread(operator_flow, worker, tmp_path / "profile", browsers,
-                                       screens, produce, send_bad)
+    replayed = await asyncio.to_thread(
+        operator_flow, worker, tmp_path / "profile", browsers, screens, produce, send_bad
+    )
 
     # Replay republished the dead letter unchanged where the page said, with its origin.
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_brokers, enable_auto_commit=False)
@@ -351,14 +413,23 @@ def docs_flow(url: str, profile: Path, browsers: list[Browser], screens: Screens
     driver = page.driver
     driver.get(f"{url}/")
     driver.find_element(By.CSS_SELECTOR, ".top-nav a[href='/docs']").click()
-    wait_until(page, "swagger-ui rendering the operations", lambda: driver.find_elements(
-        By.CSS_SELECTOR, ".opblock-summary-path"))
-    paths = {element.get_attribute("data-path") for element in
-             driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    wait_until(
+        page,
+        "swagger-ui rendering the operations",
+        lambda: driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"),
+    )
+    paths = {
+        element.get_attribute("data-path")
+        for element in driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    }
     documented = set(yaml.safe_load((REPO_ROOT / "openapi.yaml").read_text())["paths"])
-    assert paths == documented, (paths ^ documented)
-    assert "One order, from the cache when it has it" in driver.find_element(By.ID, "swagger-ui").text
-    assert not low_contrast(page), "\n".join(low_contrast(page))  # swagger-ui's colours, darkened in docs.css
+    assert paths == documented, paths ^ documented
+    assert (
+        "One order, from the cache when it has it" in driver.find_element(By.ID, "swagger-ui").text
+    )
+    assert not low_contrast(page), "\n".join(
+        low_contrast(page)
+    )  # swagger-ui's colours, darkened in docs.css
     screens.save(page, "docs")
 
     # "Try it out" calls this worker (not the server openapi.yaml names) within connect-src 'self'.
@@ -368,8 +439,11 @@ def docs_flow(url: str, profile: Path, browsers: list[Browser], screens: Screens
     health.find_element(By.CSS_SELECTOR, ".try-out__btn").click()
     wait_until(page, "Execute", lambda: health.find_elements(By.CSS_SELECTOR, ".execute"))
     health.find_element(By.CSS_SELECTOR, ".execute").click()
-    wait_until(page, "the live answer", lambda: '"status": "ok"' in health.text
-               or '"status":"ok"' in health.text)
+    wait_until(
+        page,
+        "the live answer",
+        lambda: '"status": "ok"' in health.text or '"status":"ok"' in health.text,
+    )
     assert not low_contrast(page), "\n".join(low_contrast(page))
     screens.save(page, "docs-try-it-out", health)
 
@@ -383,7 +457,8 @@ def docs_flow(url: str, profile: Path, browsers: list[Browser], screens: Screens
 
 
 async def test_docs_renders_the_api_reference(
-        start_worker: Any, tmp_path: Path, browsers: list[Browser]) -> None:
+    start_worker: Any, tmp_path: Path, browsers: list[Browser]
+) -> None:
     worker = await start_worker()
     screens = Screens(tmp_path / "screens")
     await asyncio.to_thread(docs_flow, worker.url, tmp_path / "profile", browsers, screens)

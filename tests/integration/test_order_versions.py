@@ -10,19 +10,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from harness import Worker, eventually
 from orderstream.cache.bundle import bundle
 from orderstream.cache.entry import encode_entry
-from orderstream.order.records import Order, encode_order, order_from_dict
 from orderstream.order.partitioning import partition_of
+from orderstream.order.records import Order, encode_order, order_from_dict
 
-from harness import Worker, eventually
 from .test_pipeline import lookup, publish, served_from, wait_stored
 
 PARTITIONS = 4
@@ -30,8 +31,10 @@ PARTITIONS = 4
 
 def versions(order_dict: Callable[..., dict[str, Any]], uid: str, count: int) -> list[Order]:
     """``count`` versions of one order, told apart by their delivery city."""
-    return [order_from_dict(order_dict({"order_uid": uid, "delivery.city": f"City {n}"}))
-            for n in range(1, count + 1)]
+    return [
+        order_from_dict(order_dict({"order_uid": uid, "delivery.city": f"City {n}"}))
+        for n in range(1, count + 1)
+    ]
 
 
 async def stored_body(database_url: str, uid: str) -> bytes:
@@ -43,16 +46,23 @@ async def stored_body(database_url: str, uid: str) -> bytes:
 
 
 async def test_a_cache_update_older_than_the_cached_entry_is_ignored(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, order_dict: Callable[..., dict[str, Any]]) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    order_dict: Callable[..., dict[str, Any]],
+) -> None:
     worker = await start_worker()
     uid = "versioned-order"
     older, newer = versions(order_dict, uid, 2)
     partition = partition_of(uid.encode(), PARTITIONS)
     # An order of the same partition, cached after both updates: when it is served, both
     # have been handled (one partition is consumed in order).
-    sentinel_uid = next(f"sentinel-{n}" for n in range(1000)
-                        if partition_of(f"sentinel-{n}".encode(), PARTITIONS) == partition)
+    sentinel_uid = next(
+        f"sentinel-{n}"
+        for n in range(1000)
+        if partition_of(f"sentinel-{n}".encode(), PARTITIONS) == partition
+    )
     sentinel = versions(order_dict, sentinel_uid, 1)[0]
     updates_topic = f"{pipeline_env['KAFKA_GROUP_ID']}-order-cache-updates"
     # The newer version's update arrives first; the older one late, as from a stalled worker.
@@ -64,32 +74,43 @@ async def test_a_cache_update_older_than_the_cached_entry_is_ignored(
     assert (status, headers["X-Source"], body) == (200, "cache", encode_order(newer))
 
 
-async def owner_of(http: aiohttp.ClientSession, workers: list[Worker], partition: int,
-                   topic: str) -> Worker:
+async def owner_of(
+    http: aiohttp.ClientSession, workers: list[Worker], partition: int, topic: str
+) -> Worker:
     """The worker whose /ready says it holds ``partition`` of ``topic``."""
+
     async def find() -> Any:
         for worker in workers:
             async with http.get(f"{worker.url}/ready") as reply:
                 detail = (await reply.json())["checks"]["kafka_assignment"]["detail"]
-            if f"{topic} partitions" in detail and \
-                    partition in orjson.loads(detail.split(" partitions ")[1]):
+            if f"{topic} partitions" in detail and partition in orjson.loads(
+                detail.split(" partitions ")[1]
+            ):
                 return worker
         return None
+
     found: Worker = await eventually(find, timeout=60, what=f"the owner of partition {partition}")
     return found
 
 
 async def test_a_worker_stopped_past_its_session_writes_late_and_the_later_version_wins(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, order_dict: Callable[..., dict[str, Any]]) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    order_dict: Callable[..., dict[str, Any]],
+) -> None:
     workers = [await start_worker("first"), await start_worker("second")]
     topic, database_url = pipeline_env["KAFKA_TOPIC"], pipeline_env["PG_URL"]
     uid = "contested-order"
     partition = partition_of(uid.encode(), PARTITIONS)
     # Another order of the same partition: its row lock holds up the batch before the
     # contested order's, so that one is in the worker's hands, not yet written, when it stops.
-    blocker_uid = next(f"blocker-{n}" for n in range(1000)
-                       if partition_of(f"blocker-{n}".encode(), PARTITIONS) == partition)
+    blocker_uid = next(
+        f"blocker-{n}"
+        for n in range(1000)
+        if partition_of(f"blocker-{n}".encode(), PARTITIONS) == partition
+    )
     first, second, third = versions(order_dict, uid, 3)
     blocker, blocker_again = versions(order_dict, blocker_uid, 2)
     stalled = await owner_of(http, workers, partition, topic)
@@ -116,25 +137,35 @@ async def test_a_worker_stopped_past_its_session_writes_late_and_the_later_versi
         # uncommitted second version again and, after it, the third.
         await publish(producer, topic, [third])
         expected = encode_order(third)
-        await eventually(lambda: served_equal(http, survivor, uid, expected), timeout=60,
-                         what="the third version served by the survivor")
+        await eventually(
+            lambda: served_equal(http, survivor, uid, expected),
+            timeout=60,
+            what="the third version served by the survivor",
+        )
     finally:
         os.kill(stalled.process.pid, signal.SIGCONT)
     # The stalled worker wakes up with the second version in hand and writes it, late.
-    await eventually(lambda: logged_not_stored(stalled), timeout=60,
-                     what="the stalled worker's late write refused")
+    await eventually(
+        lambda: logged_not_stored(stalled),
+        timeout=60,
+        what="the stalled worker's late write refused",
+    )
     await asyncio.sleep(2)  # let any cache update it might send arrive
     assert await stored_body(database_url, uid) == expected
     status, headers, body = await lookup(http, survivor, uid)
     assert (status, headers["X-Source"], body) == (200, "cache", expected)
     # The stalled worker serves its own stale cache until it notices it lost the partition
     # (its next heartbeat); then it asks the owner, like any other worker.
-    await eventually(lambda: served_equal(http, stalled, uid, expected), timeout=30,
-                     what="the third version served by the worker that stalled")
+    await eventually(
+        lambda: served_equal(http, stalled, uid, expected),
+        timeout=30,
+        what="the third version served by the worker that stalled",
+    )
 
 
-async def served_equal(http: aiohttp.ClientSession, worker: Worker, uid: str,
-                       expected: bytes) -> bool:
+async def served_equal(
+    http: aiohttp.ClientSession, worker: Worker, uid: str, expected: bytes
+) -> bool:
     status, _, body = await lookup(http, worker, uid)
     return status == 200 and body == expected
 

@@ -22,6 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from harness import eventually
+
 from ..browser import Browser, browsers, csp_violations  # noqa: F401 (browsers: a fixture)
 
 pytestmark = pytest.mark.timeout(180)
@@ -92,16 +93,23 @@ def page_flow(url: str, profile: Path, browsers: list[Browser]) -> None:
 
 
 async def test_page_asks_for_a_token_and_keeps_it_for_the_tab_only(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, model_json: bytes, tmp_path: Path,
-        browsers: list[Browser]) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    model_json: bytes,
+    tmp_path: Path,
+    browsers: list[Browser],
+) -> None:
     worker = await start_worker(API_TOKENS=TOKEN)
     await producer.send_and_wait(pipeline_env["KAFKA_TOPIC"], model_json, key=MODEL_UID.encode())
 
     async def stored() -> bool:
-        async with http.get(f"{worker.url}/order/{MODEL_UID}",
-                            headers={"Authorization": f"Bearer {TOKEN}"}) as reply:
+        async with http.get(
+            f"{worker.url}/order/{MODEL_UID}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as reply:
             return reply.status == 200
+
     await eventually(stored, what="model.json served")
 
     await asyncio.to_thread(page_flow, worker.url, tmp_path / "profile", browsers)

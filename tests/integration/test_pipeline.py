@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -13,24 +14,25 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from harness import REPO_ROOT, Worker, admin_execute, eventually, orderstream_command
 from orderstream.order.generator import random_order, random_orders
 from orderstream.order.records import Order, encode_order, order_from_dict
 from orderstream.repo import OrderRepository
 from orderstream.shutdown import EXIT_UNFINISHED
 
-from harness import REPO_ROOT, Worker, admin_execute, eventually, orderstream_command
-
 MODEL_UID = "b563feb7b2b84b6test"
 
 
-async def lookup(http: aiohttp.ClientSession, worker: Worker, uid: str,
-                 query: str = "") -> tuple[int, dict[str, str], bytes]:
+async def lookup(
+    http: aiohttp.ClientSession, worker: Worker, uid: str, query: str = ""
+) -> tuple[int, dict[str, str], bytes]:
     async with http.get(f"{worker.url}/order/{uid}{query}") as reply:
         return reply.status, dict(reply.headers), await reply.read()
 
 
-async def served_from(http: aiohttp.ClientSession, worker: Worker, uid: str,
-                      source: str) -> Optional[bytes]:
+async def served_from(
+    http: aiohttp.ClientSession, worker: Worker, uid: str, source: str
+) -> bytes | None:
     """The body when the lookup answers 200 from ``source``, else None (for polling)."""
     status, headers, body = await lookup(http, worker, uid)
     return body if status == 200 and headers.get("X-Source") == source else None
@@ -47,8 +49,10 @@ async def stored_uids(database_url: str) -> set[str]:
 async def row_counts(database_url: str) -> dict[str, int]:
     conn = await asyncpg.connect(database_url)
     try:
-        return {table: await conn.fetchval(f"SELECT count(*) FROM {table}")
-                for table in ("orders", "deliveries", "payments", "items")}
+        return {
+            table: await conn.fetchval(f"SELECT count(*) FROM {table}")
+            for table in ("orders", "deliveries", "payments", "items")
+        }
     finally:
         await conn.close()
 
@@ -56,26 +60,32 @@ async def row_counts(database_url: str) -> dict[str, int]:
 async def wait_stored(database_url: str, uids: set[str], timeout: float = 60) -> None:
     async def all_there() -> Any:
         return uids <= await stored_uids(database_url) or None
+
     await eventually(all_there, timeout=timeout, what=f"{len(uids)} orders in PostgreSQL")
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, orders: list[Order],
-                  key: Callable[[Order], Optional[bytes]] = lambda o: o.order_uid.encode()) -> None:
+async def publish(
+    producer: AIOKafkaProducer,
+    topic: str,
+    orders: list[Order],
+    key: Callable[[Order], bytes | None] = lambda o: o.order_uid.encode(),
+) -> None:
     for order in orders:
         await producer.send(topic, encode_order(order), key=key(order))
     await producer.flush()
 
 
 async def test_sent_order_is_stored_cached_and_served(
-        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession,
-        model_json: bytes) -> None:
+    start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession, model_json: bytes
+) -> None:
     worker = await start_worker()
-    orderstream_command("send", pipeline_env["KAFKA_TOPIC"], model_json.decode(),
-                        env=pipeline_env)
+    orderstream_command("send", pipeline_env["KAFKA_TOPIC"], model_json.decode(), env=pipeline_env)
     await wait_stored(pipeline_env["PG_URL"], {MODEL_UID})
 
-    cached = await eventually(lambda: served_from(http, worker, MODEL_UID, "cache"),
-                              what="model.json served from the cache")
+    cached = await eventually(
+        lambda: served_from(http, worker, MODEL_UID, "cache"),
+        what="model.json served from the cache",
+    )
     assert orderstream_equal(cached, model_json)
 
     status, headers, body = await lookup(http, worker, MODEL_UID, "?nocache=1")
@@ -103,15 +113,18 @@ def orderstream_equal(body: bytes, expected: bytes) -> bool:
 
 
 async def dead_letters(brokers: str, topic: str, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=brokers, auto_offset_reset="earliest",
-                                group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=brokers, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     found: list[Any] = []
     try:
+
         async def collected() -> Any:
             batches = await consumer.getmany(timeout_ms=500)
             found.extend(m for messages in batches.values() for m in messages)
             return len(found) >= count or None
+
         await eventually(collected, timeout=60, what=f"{count} dead letters")
     finally:
         await consumer.stop()
@@ -119,21 +132,38 @@ async def dead_letters(brokers: str, topic: str, count: int) -> list[Any]:
 
 
 async def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        order_dict: Callable[..., dict[str, Any]]) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    order_dict: Callable[..., dict[str, Any]],
+) -> None:
     await start_worker()
     topic = pipeline_env["KAFKA_TOPIC"]
     good = list(random_orders(7, 4))
     wrong_sum = orjson.dumps(order_dict({"order_uid": "wrongsum", "payment.amount": 1}))
-    now = datetime.now(timezone.utc)
-    from_the_future = orjson.dumps(order_dict({"order_uid": "fromthefuture",
-                                               "date_created": (now + timedelta(hours=1)).isoformat()}))
-    bad = {b"not json at all": "not_json",
-           orjson.dumps(order_dict({"sm_id": "ninety-nine", "order_uid": "wrongtype"})): "not_an_order",
-           wrong_sum: "invalid", from_the_future: "invalid"}
+    now = datetime.now(UTC)
+    from_the_future = orjson.dumps(
+        order_dict(
+            {"order_uid": "fromthefuture", "date_created": (now + timedelta(hours=1)).isoformat()}
+        )
+    )
+    bad = {
+        b"not json at all": "not_json",
+        orjson.dumps(
+            order_dict({"sm_id": "ninety-nine", "order_uid": "wrongtype"})
+        ): "not_an_order",
+        wrong_sum: "invalid",
+        from_the_future: "invalid",
+    }
     # Within MAX_CLOCK_SKEW (default 300 s) of this clock: a producer's clock a little ahead.
-    slightly_ahead = order_from_dict(order_dict({"order_uid": "slightlyahead",
-                                                 "date_created": (now + timedelta(seconds=60)).isoformat()}))
+    slightly_ahead = order_from_dict(
+        order_dict(
+            {
+                "order_uid": "slightlyahead",
+                "date_created": (now + timedelta(seconds=60)).isoformat(),
+            }
+        )
+    )
     good.append(slightly_ahead)
     # Valid orders around the bad ones, keyed every way a producer might: by id, by nothing,
     # by something else.
@@ -160,8 +190,11 @@ async def test_bad_messages_go_to_the_dead_letter_topic_with_their_reason(
 
 
 async def test_resent_order_is_stored_once_and_a_changed_resend_replaces_it(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     worker = await start_worker()
     original = random_order(random.Random(3))
     await publish(producer, pipeline_env["KAFKA_TOPIC"], [original] * 3)
@@ -169,31 +202,41 @@ async def test_resent_order_is_stored_once_and_a_changed_resend_replaces_it(
     changed_dict["items"] = changed_dict["items"][:1]
     item = changed_dict["items"][0]
     changed_dict["payment"]["goods_total"] = item["total_price"]
-    changed_dict["payment"]["amount"] = (item["total_price"] + changed_dict["payment"]["delivery_cost"]
-                                         + changed_dict["payment"]["custom_fee"])
+    changed_dict["payment"]["amount"] = (
+        item["total_price"]
+        + changed_dict["payment"]["delivery_cost"]
+        + changed_dict["payment"]["custom_fee"]
+    )
     changed_dict["delivery"]["city"] = "Changed City"
     changed = order_from_dict(changed_dict)
     await publish(producer, pipeline_env["KAFKA_TOPIC"], [changed])
 
     expected = encode_order(changed)
-    await eventually(lambda: served_from_equal(http, worker, original.order_uid, expected),
-                     what="the changed order served")
+    await eventually(
+        lambda: served_from_equal(http, worker, original.order_uid, expected),
+        what="the changed order served",
+    )
     counts = await row_counts(pipeline_env["PG_URL"])
     assert counts == {"orders": 1, "deliveries": 1, "payments": 1, "items": 1}
     status, _, db_body = await lookup(http, worker, original.order_uid, "?nocache=1")
     assert (status, db_body) == (200, expected)
 
 
-async def served_from_equal(http: aiohttp.ClientSession, worker: Worker, uid: str,
-                            expected: bytes) -> bool:
+async def served_from_equal(
+    http: aiohttp.ClientSession, worker: Worker, uid: str, expected: bytes
+) -> bool:
     status, headers, body = await lookup(http, worker, uid)
     return status == 200 and headers.get("X-Source") == "cache" and body == expected
 
 
 @pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
 async def test_restarted_worker_serves_its_cache_without_postgresql(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, store: str) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    store: str,
+) -> None:
     orders = list(random_orders(11, 20))
     worker = await start_worker("restarted", CACHE_STORE=store)
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
@@ -205,13 +248,16 @@ async def test_restarted_worker_serves_its_cache_without_postgresql(
     await admin_execute(pipeline_env["PG_URL"], "TRUNCATE orders CASCADE")
     restarted = await start_worker("restarted", CACHE_STORE=store)
     for order in orders:
-        body = await eventually(lambda: served_from(http, restarted, order.order_uid, "cache"),
-                                what=f"{order.order_uid} recovered")
+        body = await eventually(
+            lambda: served_from(http, restarted, order.order_uid, "cache"),
+            what=f"{order.order_uid} recovered",
+        )
         assert body == encode_order(order)
 
 
 async def test_empty_cache_warms_up_from_postgresql(
-        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession) -> None:
+    start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession
+) -> None:
     orders = list(random_orders(5, 30))
     repo = OrderRepository(pipeline_env["PG_URL"])
     await repo.connect()
@@ -220,14 +266,19 @@ async def test_empty_cache_warms_up_from_postgresql(
 
     worker = await start_worker()
     for order in orders:
-        body = await eventually(lambda: served_from(http, worker, order.order_uid, "cache"),
-                                what=f"{order.order_uid} warmed into the cache")
+        body = await eventually(
+            lambda: served_from(http, worker, order.order_uid, "cache"),
+            what=f"{order.order_uid} warmed into the cache",
+        )
         assert body == encode_order(order)
 
 
 async def test_cache_disabled_serves_every_lookup_from_postgresql(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     orders = list(random_orders(13, 5))
     worker = await start_worker(CACHE_ENABLED="false")
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
@@ -240,13 +291,16 @@ async def test_cache_disabled_serves_every_lookup_from_postgresql(
 def orders_a_minute_apart(seed: int, n: int) -> list[Order]:
     """``n`` random orders created a minute apart, oldest first."""
     rng = random.Random(seed)
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     return [random_order(rng, now=start + timedelta(minutes=i)) for i in range(n)]
 
 
 async def test_cache_holds_at_most_cache_size_orders_the_newest(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     orders = orders_a_minute_apart(seed=17, n=12)
     worker = await start_worker(KAFKA_PARTITIONS="1", CACHE_SIZE="5")
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
@@ -259,8 +313,11 @@ async def test_cache_holds_at_most_cache_size_orders_the_newest(
 
 
 async def test_evicted_orders_stay_evicted_after_a_changelog_replay(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     # The memory store starts empty: the restarted worker has only what the changelog says,
     # so evictions must be in it (as tombstones) as surely as the orders are.
     orders = orders_a_minute_apart(seed=19, n=12)
@@ -274,14 +331,17 @@ async def test_evicted_orders_stay_evicted_after_a_changelog_replay(
 
     restarted = await start_worker("replayed", **settings)
     for order in orders[-5:]:
-        await eventually(lambda: served_from(http, restarted, order.order_uid, "cache"),
-                         what=f"{order.order_uid} replayed")
+        await eventually(
+            lambda: served_from(http, restarted, order.order_uid, "cache"),
+            what=f"{order.order_uid} replayed",
+        )
     answers = [(await lookup(http, restarted, o.order_uid))[:2] for o in orders[:7]]
     assert [(status, headers["X-Source"]) for status, headers in answers] == [(404, "db")] * 7
 
 
 async def test_postgresql_outage_pauses_consumption_and_loses_nothing(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer) -> None:
+    start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer
+) -> None:
     orders = list(random_orders(23, 300))
     worker = await start_worker(DB_RETRY_MAX="1")
     topic = pipeline_env["KAFKA_TOPIC"]
@@ -296,8 +356,9 @@ async def test_postgresql_outage_pauses_consumption_and_loses_nothing(
     await wait_stored(pipeline_env["PG_URL"], {orders[20].order_uid})
     await stack("pg-stop")
     try:
-        await eventually(lambda: logged(worker, "PostgreSQL unavailable"), timeout=30,
-                         what="the outage logged")
+        await eventually(
+            lambda: logged(worker, "PostgreSQL unavailable"), timeout=30, what="the outage logged"
+        )
         await asyncio.sleep(3)  # keep PostgreSQL down while orders keep arriving
     finally:
         await stack("pg-start")
@@ -316,13 +377,15 @@ async def logged(worker: Worker, text: str) -> bool:
 
 
 async def stack(command: str) -> None:
-    process = await asyncio.create_subprocess_exec("bash", str(REPO_ROOT / "scripts" / "stack.sh"),
-                                                   command)
+    process = await asyncio.create_subprocess_exec(
+        "bash", str(REPO_ROOT / "scripts" / "stack.sh"), command
+    )
     assert await process.wait() == 0, f"stack.sh {command} failed"
 
 
 async def test_produce_command_publishes_valid_orders_that_get_stored(
-        start_worker: Any, pipeline_env: dict[str, str]) -> None:
+    start_worker: Any, pipeline_env: dict[str, str]
+) -> None:
     await start_worker()
     result = orderstream_command("produce", "-n", "5", "--seed", "42", env=pipeline_env)
     uids = set(result.stdout.split())
@@ -333,16 +396,21 @@ async def test_produce_command_publishes_valid_orders_that_get_stored(
 
 
 async def test_any_worker_answers_with_the_owners_cache(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     first, second = await start_worker(), await start_worker()
     orders = list(random_orders(29, 40))
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
     await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders})
     for order in orders:
         for worker in (first, second):
-            body = await eventually(lambda: served_from(http, worker, order.order_uid, "cache"),
-                                    what=f"{order.order_uid} from {worker.url}'s view")
+            body = await eventually(
+                lambda: served_from(http, worker, order.order_uid, "cache"),
+                what=f"{order.order_uid} from {worker.url}'s view",
+            )
             assert body == encode_order(order)
     # The group has settled by now: ask again and note who answered.
     answered_by: dict[str, set[str]] = {}
@@ -357,7 +425,8 @@ async def test_any_worker_answers_with_the_owners_cache(
 
 
 async def test_sigterm_mid_stream_exits_cleanly_and_a_restart_loses_nothing(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer) -> None:
+    start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer
+) -> None:
     orders = list(random_orders(31, 1500))
     worker = await start_worker("stopped")
     topic = pipeline_env["KAFKA_TOPIC"]
@@ -380,14 +449,16 @@ async def test_sigterm_mid_stream_exits_cleanly_and_a_restart_loses_nothing(
 
 
 async def test_sigterm_during_an_outage_exits_without_committing_the_batch(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer) -> None:
+    start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer
+) -> None:
     orders = list(random_orders(37, 50))
     worker = await start_worker("stopped", SHUTDOWN_TIMEOUT="3")
     await stack("pg-stop")
     try:
         await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
-        await eventually(lambda: logged(worker, "PostgreSQL unavailable"), timeout=30,
-                         what="the outage logged")
+        await eventually(
+            lambda: logged(worker, "PostgreSQL unavailable"), timeout=30, what="the outage logged"
+        )
         assert await asyncio.to_thread(worker.stop) == EXIT_UNFINISHED
     finally:
         await stack("pg-start")

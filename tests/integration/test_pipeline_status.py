@@ -13,7 +13,7 @@ import asyncio
 import os
 import signal
 import time
-from typing import Any, Optional
+from typing import Any
 
 import aiohttp
 import orjson
@@ -21,9 +21,9 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from openapi_core import OpenAPI
 
+from harness import Worker, eventually
 from orderstream.order.generator import random_orders
 
-from harness import Worker, eventually
 from ..secrets_registry import register_secret
 from .test_openapi import SPEC_PATH, Reply, assert_matches_spec
 from .test_pipeline import publish, wait_stored
@@ -39,8 +39,13 @@ def openapi() -> OpenAPI:
     return OpenAPI.from_file_path(str(SPEC_PATH))
 
 
-async def status_of(http: aiohttp.ClientSession, worker: Worker, *, token: Optional[str] = None,
-                    scope: Optional[str] = None) -> tuple[Reply, Any]:
+async def status_of(
+    http: aiohttp.ClientSession,
+    worker: Worker,
+    *,
+    token: str | None = None,
+    scope: str | None = None,
+) -> tuple[Reply, Any]:
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     query = {} if scope is None else {"scope": scope}
     async with http.get(f"{worker.url}/api/pipeline", params=query, headers=headers) as reply:
@@ -54,36 +59,47 @@ async def pipeline(http: aiohttp.ClientSession, worker: Worker, **kwargs: Any) -
     return (await status_of(http, worker, **kwargs))[1]
 
 
-async def recent(http: aiohttp.ClientSession, worker: Worker, limit: Optional[str] = None,
-                 token: Optional[str] = None) -> tuple[int, Any, Reply]:
+async def recent(
+    http: aiohttp.ClientSession, worker: Worker, limit: str | None = None, token: str | None = None
+) -> tuple[int, Any, Reply]:
     query = {} if limit is None else {"limit": limit}
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    async with http.get(f"{worker.url}/api/orders/recent", params=query,
-                        headers=headers) as reply:
+    async with http.get(f"{worker.url}/api/orders/recent", params=query, headers=headers) as reply:
         body = await reply.read()
-        answer = Reply("/api/orders/recent", query, reply.status, list(reply.headers.items()),
-                       body)
+        answer = Reply("/api/orders/recent", query, reply.status, list(reply.headers.items()), body)
     return reply.status, orjson.loads(body), answer
 
 
 async def test_the_panel_follows_orders_dead_letters_lookups_and_lists_recent_orders(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, openapi: OpenAPI) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    openapi: OpenAPI,
+) -> None:
     worker = await start_worker()
     topic = pipeline_env["KAFKA_TOPIC"]
 
     async def ready() -> Any:
         body = await pipeline(http, worker)
         return body if body["ready"] else None
+
     idle = await eventually(ready, timeout=60, what="the pipeline ready")
     assert (idle["group"], idle["topic"], idle["dead_letter_topic"]) == (
-        pipeline_env["KAFKA_GROUP_ID"], topic, f"{topic}.dlq")
+        pipeline_env["KAFKA_GROUP_ID"],
+        topic,
+        f"{topic}.dlq",
+    )
     assert idle["answered_by"] == worker.url
     assert idle["totals"] == {"consumed": 0, "stored": 0, "dead_lettered": 0}
     assert idle["dead_letters"] == {"total": 0}
     [own] = idle["workers"]
-    assert (own["url"], own["self"], own["reachable"], own["ready"]) == (worker.url, True, True,
-                                                                         True)
+    assert (own["url"], own["self"], own["reachable"], own["ready"]) == (
+        worker.url,
+        True,
+        True,
+        True,
+    )
     assert {"postgresql", "kafka", "kafka_assignment", "table_recovery"} <= set(own["checks"])
     assert own["partitions"] == list(range(PARTITIONS))
 
@@ -95,6 +111,7 @@ async def test_the_panel_follows_orders_dead_letters_lookups_and_lists_recent_or
         reply, body = await status_of(http, worker)
         moving = body["totals"]["stored"] == len(first) and body["rates"]["stored"] > 0
         return (reply, body) if moving else None
+
     reply, moving = await eventually(stored_with_rates, what="40 stored, at a rate above 0")
     assert_matches_spec(openapi, reply)
     assert moving["totals"]["consumed"] == len(first)
@@ -105,8 +122,10 @@ async def test_the_panel_follows_orders_dead_letters_lookups_and_lists_recent_or
         body = await pipeline(http, worker)
         rows = body["partitions"]
         done = all(row["lag"] == 0 for row in rows) and sum(
-            row["end_offset"] for row in rows) == len(first)
+            row["end_offset"] for row in rows
+        ) == len(first)
         return rows if done else None
+
     rows = await eventually(caught_up, what="every partition committed to its end")
     assert [row["partition"] for row in rows] == list(range(PARTITIONS))
     assert {row["owner"] for row in rows} == {worker.url}
@@ -117,12 +136,15 @@ async def test_the_panel_follows_orders_dead_letters_lookups_and_lists_recent_or
 
     async def dead_lettered() -> Any:
         body = await pipeline(http, worker)
-        done = (body["totals"]["dead_lettered"] == 1 and body["dead_letters"]["total"] == 1
-                and body["rates"]["dead_lettered"] > 0)
+        done = (
+            body["totals"]["dead_lettered"] == 1
+            and body["dead_letters"]["total"] == 1
+            and body["rates"]["dead_lettered"] > 0
+        )
         return body if done else None
+
     bad = await eventually(dead_lettered, what="the bad message counted as dead-lettered")
-    assert bad["totals"] == {"consumed": len(first) + 1, "stored": len(first),
-                             "dead_lettered": 1}
+    assert bad["totals"] == {"consumed": len(first) + 1, "stored": len(first), "dead_lettered": 1}
 
     # Lookups: two hits and one miss (wait_serving's probe was a miss already).
     before = bad["cache"]
@@ -131,8 +153,13 @@ async def test_the_panel_follows_orders_dead_letters_lookups_and_lists_recent_or
             assert answer.status == (404 if uid == "no-such-order" else 200)
     cache = (await pipeline(http, worker))["cache"]
     hits, misses = before["hits"] + 2, before["misses"] + 1
-    assert cache == {"enabled": True, "size": len(first), "hits": hits, "misses": misses,
-                     "hit_ratio": round(hits / (hits + misses), 3)}
+    assert cache == {
+        "enabled": True,
+        "size": len(first),
+        "hits": hits,
+        "misses": misses,
+        "hit_ratio": round(hits / (hits + misses), 3),
+    }
 
     # Recent orders: a later batch comes first, the limit is kept, bad limits are refused.
     later = list(random_orders(seed=32, n=3))
@@ -144,7 +171,8 @@ async def test_the_panel_follows_orders_dead_letters_lookups_and_lists_recent_or
     newest = body["orders"]
     assert {o["order_uid"] for o in newest} == {o.order_uid for o in later}
     assert {(o["order_uid"], o["track_number"]) for o in newest} == {
-        (o.order_uid, o.track_number) for o in later}
+        (o.order_uid, o.track_number) for o in later
+    }
     status, body, answer = await recent(http, worker)
     assert status == 200 and len(body["orders"]) == 20  # the default
     stored_at = [o["stored_at"] for o in body["orders"]]
@@ -168,10 +196,15 @@ async def test_the_panel_follows_orders_dead_letters_lookups_and_lists_recent_or
 
 
 async def test_either_of_two_workers_answers_for_both_and_a_lost_one_is_listed_unreachable(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession, openapi: OpenAPI) -> None:
-    a, b = await asyncio.gather(start_worker("a", API_TOKENS=TOKEN),
-                                start_worker("b", API_TOKENS=TOKEN))
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    openapi: OpenAPI,
+) -> None:
+    a, b = await asyncio.gather(
+        start_worker("a", API_TOKENS=TOKEN), start_worker("b", API_TOKENS=TOKEN)
+    )
     topic = pipeline_env["KAFKA_TOPIC"]
 
     # Without a token (or with another one) nothing is told.
@@ -188,9 +221,14 @@ async def test_either_of_two_workers_answers_for_both_and_a_lost_one_is_listed_u
         body = await pipeline(http, a, token=TOKEN)
         workers = body["workers"]
         owners = [row["owner"] for row in body["partitions"]]
-        done = (body["ready"] and [w["url"] for w in workers] == [a.url, b.url]
-                and all(w["partitions"] for w in workers) and set(owners) == {a.url, b.url})
+        done = (
+            body["ready"]
+            and [w["url"] for w in workers] == [a.url, b.url]
+            and all(w["partitions"] for w in workers)
+            and set(owners) == {a.url, b.url}
+        )
         return body if done else None
+
     body = await eventually(split, timeout=90, what="two workers sharing the partitions")
     own, peer = body["workers"]
     assert (own["self"], peer["self"], peer["reachable"]) == (True, False, True)
@@ -202,11 +240,14 @@ async def test_either_of_two_workers_answers_for_both_and_a_lost_one_is_listed_u
     orders = list(random_orders(seed=33, n=40))
     await publish(producer, topic, orders)
     for worker in (a, b):
+
         async def group_totals(worker: Worker = worker) -> Any:
             reply, body = await status_of(http, worker, token=TOKEN)
-            done = (body["totals"]["stored"] == len(orders)
-                    and all(w["totals"]["stored"] > 0 for w in body["workers"]))
+            done = body["totals"]["stored"] == len(orders) and all(
+                w["totals"]["stored"] > 0 for w in body["workers"]
+            )
             return (reply, body) if done else None
+
         reply, body = await eventually(group_totals, what=f"{worker.url} telling 40 stored")
         assert_matches_spec(openapi, reply)
         assert body["answered_by"] == worker.url
@@ -247,27 +288,36 @@ async def test_either_of_two_workers_answers_for_both_and_a_lost_one_is_listed_u
 
     async def alone() -> Any:
         body = await pipeline(http, a, token=TOKEN)
-        done = (body["ready"] and [w["url"] for w in body["workers"]] == [a.url]
-                and {row["owner"] for row in body["partitions"]} == {a.url})
+        done = (
+            body["ready"]
+            and [w["url"] for w in body["workers"]] == [a.url]
+            and {row["owner"] for row in body["partitions"]} == {a.url}
+        )
         return body if done else None
+
     await eventually(alone, timeout=60, what="a owning every partition after b died")
     assert "Traceback" not in a.log()
 
 
 async def test_workers_whose_database_hangs_are_still_listed_reachable_and_answer_in_time(
-        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession) -> None:
+    start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession
+) -> None:
     """PostgreSQL accepts connections and never answers: each worker's own check gives up
     before a peer's deadline, so the panel says the database is down, not that workers are."""
+
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the client gives up; never a byte back
         writer.close()
+
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     hung_pg = f"postgres://postgres:postgres@127.0.0.1:{port}/orders?sslmode=disable"
     try:
         # With API_TOKENS set the start-up probe is answered before any database read.
-        a, b = await asyncio.gather(start_worker("a", PG_URL=hung_pg, API_TOKENS=TOKEN),
-                                    start_worker("b", PG_URL=hung_pg, API_TOKENS=TOKEN))
+        a, b = await asyncio.gather(
+            start_worker("a", PG_URL=hung_pg, API_TOKENS=TOKEN),
+            start_worker("b", PG_URL=hung_pg, API_TOKENS=TOKEN),
+        )
 
         async def both_listed() -> Any:
             started = time.monotonic()
@@ -275,15 +325,20 @@ async def test_workers_whose_database_hangs_are_still_listed_reachable_and_answe
             took = time.monotonic() - started
             workers = body["workers"]
             listed = [w["url"] for w in workers] == [a.url, b.url] and all(
-                w["partitions"] for w in workers)
+                w["partitions"] for w in workers
+            )
             return (body, took) if listed and all(w["reachable"] for w in workers) else None
-        body, took = await eventually(both_listed, timeout=90,
-                                      what="both workers listed and reachable")
+
+        body, took = await eventually(
+            both_listed, timeout=90, what="both workers listed and reachable"
+        )
         assert took < 1.5, took
         assert body["ready"] is False
         for worker in body["workers"]:
             assert worker["ready"] is False
             assert worker["checks"]["postgresql"] == {
-                "ok": False, "detail": "PostgreSQL does not answer (TimeoutError)"}
+                "ok": False,
+                "detail": "PostgreSQL does not answer (TimeoutError)",
+            }
     finally:
         server.close()

@@ -12,8 +12,9 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from uuid import uuid4
 
 import aiohttp
@@ -22,14 +23,14 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from yarl import URL
 
+from harness import REPO_ROOT, admin_execute
 from orderstream.config import ConfigError, Settings
-from orderstream.order.generator import random_orders
 from orderstream.migrations import MigrationConnectError, migrate_database, yoyo_url
+from orderstream.order.generator import random_orders
 from orderstream.pg_tls import TLS_PARAMETERS
 from orderstream.repo import DatabaseUnavailable, OrderRepository
 
 from ..conftest import SQL_DIR
-from harness import REPO_ROOT, admin_execute
 from ..private_stack import PrivateStack
 from ..secrets_registry import register_secret
 from .test_pipeline import publish, wait_stored
@@ -62,9 +63,14 @@ def admin_url(server: PrivateStack, database: str) -> str:
 
 def migrate_command(pg_url: str) -> subprocess.CompletedProcess[str]:
     """`python -m orderstream migrate` (= `faust -A orderstream migrate`) with PG_URL."""
-    return subprocess.run([sys.executable, "-m", "orderstream", "migrate"],
-                          env={**os.environ, "PG_URL": pg_url}, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "orderstream", "migrate"],
+        env={**os.environ, "PG_URL": pg_url},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def tls_sessions(url: str, application_name: str) -> list[asyncpg.Record]:
@@ -72,19 +78,30 @@ async def tls_sessions(url: str, application_name: str) -> list[asyncpg.Record]:
     try:
         return await conn.fetch(
             "SELECT s.ssl, s.version, s.client_dn, a.usename FROM pg_stat_ssl s "
-            "JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1", application_name)
+            "JOIN pg_stat_activity a USING (pid) WHERE a.application_name = $1",
+            application_name,
+        )
     finally:
         await conn.close()
 
 
 async def test_worker_and_migrate_over_verify_full_with_a_client_certificate(
-        tls_server: PrivateStack, tls_database: str, start_worker: Any,
-        pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    tls_server: PrivateStack,
+    tls_database: str,
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     tls_dir = tls_server.pg_tls_dir
     application = f"orderstream-{uuid4().hex[:8]}"
-    url = tls_server.pg_tls_url(tls_database, user=CERT_USER, sslcert=str(tls_dir / "client.crt"),
-                                sslkey=str(tls_dir / "client.key"), application_name=application)
+    url = tls_server.pg_tls_url(
+        tls_database,
+        user=CERT_USER,
+        sslcert=str(tls_dir / "client.crt"),
+        sslkey=str(tls_dir / "client.key"),
+        application_name=application,
+    )
     migrated = migrate_command(url)
     assert migrated.returncode == 0, migrated.stderr
     assert "applied 3 migration(s)" in migrated.stdout
@@ -101,8 +118,9 @@ async def test_worker_and_migrate_over_verify_full_with_a_client_certificate(
     # with its certificate.
     sessions = await tls_sessions(admin_url(tls_server, tls_database), application)
     assert sessions, "the worker keeps no connection to PostgreSQL"
-    assert {(row["ssl"], row["client_dn"], row["usename"]) for row in sessions} == \
-        {(True, f"/CN={CERT_USER}", CERT_USER)}
+    assert {(row["ssl"], row["client_dn"], row["usename"]) for row in sessions} == {
+        (True, f"/CN={CERT_USER}", CERT_USER)
+    }
     assert all(row["version"].startswith("TLSv1.") for row in sessions), sessions
 
     # Without its certificate the role is refused, by both.
@@ -114,13 +132,19 @@ async def test_worker_and_migrate_over_verify_full_with_a_client_certificate(
 
 
 async def test_every_tls_parameter_reaches_both_drivers(
-        tls_server: PrivateStack, tls_database: str) -> None:
+    tls_server: PrivateStack, tls_database: str
+) -> None:
     """Parameters asyncpg alone would send to the server as settings (sslcertmode, sslsni,
     sslcompression) or not know (sslcrldir), over a password login with verify-full."""
     application = f"orderstream-params-{uuid4().hex[:8]}"
-    params = {"sslcertmode": "allow", "sslsni": "1", "sslcompression": "0",
-              "ssl_min_protocol_version": "TLSv1.2", "ssl_max_protocol_version": "TLSv1.3",
-              "application_name": application}
+    params = {
+        "sslcertmode": "allow",
+        "sslsni": "1",
+        "sslcompression": "0",
+        "ssl_min_protocol_version": "TLSv1.2",
+        "ssl_max_protocol_version": "TLSv1.3",
+        "application_name": application,
+    }
     url = tls_server.pg_tls_url(tls_database, **params)
     assert await asyncio.to_thread(migrate_database, url, SQL_DIR)
     repo = OrderRepository(url)
@@ -148,14 +172,32 @@ async def test_every_tls_parameter_reaches_both_drivers(
 
 
 async def test_a_wrong_ca_is_refused_with_an_error_naming_tls(
-        tls_server: PrivateStack, tls_database: str, tmp_path: Path) -> None:
+    tls_server: PrivateStack, tls_database: str, tmp_path: Path
+) -> None:
     password = register_secret(f"pw-{uuid4().hex}")
     role = f"pw_{uuid4().hex[:8]}"
     await admin_execute(tls_server.pg_url, f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
     other_ca = tmp_path / "other-ca.crt"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=not the server's CA", "-keyout", str(tmp_path / "other-ca.key"),
-                    "-out", str(other_ca)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=not the server's CA",
+            "-keyout",
+            str(tmp_path / "other-ca.key"),
+            "-out",
+            str(other_ca),
+        ],
+        check=True,
+        capture_output=True,
+    )
     url = tls_server.pg_tls_url(tls_database, user=f"{role}:{password}", sslrootcert=str(other_ca))
 
     migrated = migrate_command(url)
@@ -176,8 +218,9 @@ async def test_a_wrong_ca_is_refused_with_an_error_naming_tls(
     assert password not in str(caught.value)
 
 
-async def test_sslmode_require_refuses_a_server_without_tls(settings: Settings,
-                                                            pg_server: str) -> None:
+async def test_sslmode_require_refuses_a_server_without_tls(
+    settings: Settings, pg_server: str
+) -> None:
     # The shared stack's PostgreSQL runs without TLS.
     url = str(URL(pg_server).update_query(sslmode="require"))
     with pytest.raises(MigrationConnectError, match="SSL"):
@@ -191,14 +234,19 @@ async def test_sslmode_require_refuses_a_server_without_tls(settings: Settings,
         await repo.close()
 
 
-@pytest.mark.parametrize("query, reason", [
-    ("sslmode=verify-full&sslrootcert=/nonexistent/ca.crt",
-     "sslrootcert=/nonexistent/ca.crt cannot be used"),
-    ("sslmode=verify-ca", "sslmode=verify-ca needs sslrootcert"),
-    ("sslmode=bogus", "sslmode=bogus: expected disable"),
-    ("sslmode=require&ssl_min_protocol_version=SSLv3", "ssl_min_protocol_version=SSLv3"),
-    ("sslrootcert=system&sslmode=require", "sslrootcert=system needs sslmode=verify-full"),
-])
+@pytest.mark.parametrize(
+    "query, reason",
+    [
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent/ca.crt",
+            "sslrootcert=/nonexistent/ca.crt cannot be used",
+        ),
+        ("sslmode=verify-ca", "sslmode=verify-ca needs sslrootcert"),
+        ("sslmode=bogus", "sslmode=bogus: expected disable"),
+        ("sslmode=require&ssl_min_protocol_version=SSLv3", "ssl_min_protocol_version=SSLv3"),
+        ("sslrootcert=system&sslmode=require", "sslrootcert=system needs sslmode=verify-full"),
+    ],
+)
 def test_unusable_tls_parameters_stop_start_up(query: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"PG_URL": f"postgres://app:hunter2-tls@db:5432/orders?{query}"})
@@ -208,6 +256,13 @@ def test_unusable_tls_parameters_stop_start_up(query: str, reason: str) -> None:
 
 def test_migrate_hands_every_libpq_tls_parameter_to_libpq() -> None:
     query = {name: f"value-{index}" for index, name in enumerate(sorted(TLS_PARAMETERS))}
-    url = URL(yoyo_url(str(URL("postgres://u:p@db:5432/orders").with_query(
-        {**query, "search_path": "asyncpg-only"}))))
+    url = URL(
+        yoyo_url(
+            str(
+                URL("postgres://u:p@db:5432/orders").with_query(
+                    {**query, "search_path": "asyncpg-only"}
+                )
+            )
+        )
+    )
     assert dict(url.query) == query

@@ -15,8 +15,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
@@ -35,12 +35,13 @@ def readme_commands(section: str) -> list[str]:
     """The lines of the ```sh blocks under the heading ``section`` (up to the next heading of
     the same or a higher level)."""
     lines = (REPO_ROOT / "README.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines)
-                 if re.fullmatch(rf"(#+) {re.escape(section)}", line))
+    start = next(
+        i for i, line in enumerate(lines) if re.fullmatch(rf"(#+) {re.escape(section)}", line)
+    )
     level = len(lines[start]) - len(lines[start].lstrip("#"))
     commands: list[str] = []
     in_block = False
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         heading = re.match(r"(#+) ", line)
         if heading and not in_block and len(heading.group(1)) <= level:
             break
@@ -55,9 +56,14 @@ def readme_commands(section: str) -> list[str]:
 
 def user_env() -> dict[str, str]:
     """The environment of a user's shell: no setting of the test run, and no .env file."""
-    return {**{name: value for name, value in os.environ.items()
-               if not name.startswith(("KAFKA_", "PG_", "HTTP_", "DATA_DIR", "API_TOKENS"))},
-            "ENV_FILE": ""}
+    return {
+        **{
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("KAFKA_", "PG_", "HTTP_", "DATA_DIR", "API_TOKENS"))
+        },
+        "ENV_FILE": "",
+    }
 
 
 def port_is_open(port: int) -> bool:
@@ -76,18 +82,23 @@ class MakeRun:
     def __init__(self, log: Path, *args: str) -> None:
         self.log = log
         with log.open("wb") as out:
-            self.process = subprocess.Popen(["make", "run", *args], cwd=REPO_ROOT, env=user_env(),
-                                            stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                ["make", "run", *args],
+                cwd=REPO_ROOT,
+                env=user_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def wait_until_running(self, ports: tuple[int, ...]) -> None:
         """Until run.sh says it is running and every worker answers the demo order."""
         deadline = time.monotonic() + START_DEADLINE
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"make run exited:\n{self.tail()}"
-            if ("Ctrl-C stops the workers" in self.log.read_text(errors="replace")
-                    and all(answers(f"http://127.0.0.1:{port}/order/{DEMO_ID}")
-                            for port in ports)):
+            if "Ctrl-C stops the workers" in self.log.read_text(errors="replace") and all(
+                answers(f"http://127.0.0.1:{port}/order/{DEMO_ID}") for port in ports
+            ):
                 return
             time.sleep(1)
         raise AssertionError(f"make run not serving within {START_DEADLINE:.0f}s:\n{self.tail()}")
@@ -108,8 +119,10 @@ class MakeRun:
 @pytest.fixture
 def make_run(tmp_path: Path) -> Iterator[type[MakeRun]]:
     busy = [port for port in PORTS if port_is_open(port)]
-    assert not busy, (f"ports {busy} are in use (is `make run` running?): this test runs "
-                      "README's commands against its own `make run` on the default ports")
+    assert not busy, (
+        f"ports {busy} are in use (is `make run` running?): this test runs "
+        "README's commands against its own `make run` on the default ports"
+    )
     started: list[MakeRun] = []
 
     class Started(MakeRun):
@@ -123,20 +136,29 @@ def make_run(tmp_path: Path) -> Iterator[type[MakeRun]]:
 
 
 def run_as_written(command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", command], cwd=REPO_ROOT, env=user_env(),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["bash", "-c", command],
+        cwd=REPO_ROOT,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_readme_commands_run_as_written_against_make_run(
-        make_run: type[MakeRun], tmp_path: Path) -> None:
+    make_run: type[MakeRun], tmp_path: Path
+) -> None:
     run = make_run(tmp_path / "make-run.log")
     run.wait_until_running(PORTS[:1])
 
     for section in SECTIONS:
         for command in readme_commands(section):
             done = run_as_written(command)
-            where = f"README '{section}': {command}\n--- stdout\n{done.stdout[-2000:]}" \
-                    f"\n--- stderr\n{done.stderr[-2000:]}"
+            where = (
+                f"README '{section}': {command}\n--- stdout\n{done.stdout[-2000:]}"
+                f"\n--- stderr\n{done.stderr[-2000:]}"
+            )
             assert done.returncode == 0, where
             assert "Traceback" not in done.stdout + done.stderr, where
             status = re.match(r"HTTP/1\.1 (\d+)", done.stdout)
@@ -146,8 +168,9 @@ def test_readme_commands_run_as_written_against_make_run(
                 assert "error" not in orjson.loads(done.stdout), where
 
     # What the commands did shows where the README says it does.
-    recent = orjson.loads(run_as_written(
-        "curl -s 'http://localhost:8081/api/orders/recent?limit=3'").stdout)
+    recent = orjson.loads(
+        run_as_written("curl -s 'http://localhost:8081/api/orders/recent?limit=3'").stdout
+    )
     assert len(recent["orders"]) == 3
     listed = run_as_written(".venv/bin/faust -A orderstream dlq list --limit 5")
     assert "not_json" in listed.stdout, listed.stdout

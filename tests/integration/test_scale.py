@@ -13,20 +13,21 @@ import random
 import re
 import subprocess
 import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from orderstream.order.generator import random_orders
-from orderstream.order.records import Order, encode_order
-from orderstream.order.partitioning import partition_of
-
 from harness import Worker, eventually
+from orderstream.order.generator import random_orders
+from orderstream.order.partitioning import partition_of
+from orderstream.order.records import Order, encode_order
+
 from .test_pipeline import lookup, row_counts, stored_uids, wait_stored
 
 T = TypeVar("T")
@@ -42,21 +43,26 @@ STREAM_RATE = 500
 # --- helpers ------------------------------------------------------------------------------
 
 
-async def gather_bounded(calls: Iterable[Callable[[], Awaitable[T]]],
-                         limit: int = CONCURRENCY) -> list[T]:
+async def gather_bounded(
+    calls: Iterable[Callable[[], Awaitable[T]]], limit: int = CONCURRENCY
+) -> list[T]:
     """Run the calls with at most ``limit`` in flight; results in the calls' order."""
     gate = asyncio.Semaphore(limit)
 
     async def run(call: Callable[[], Awaitable[T]]) -> T:
         async with gate:
             return await call()
+
     return await asyncio.gather(*(run(call) for call in calls))
 
 
 async def start_workers(start_worker: Any, names: Sequence[str], **env: str) -> list[Worker]:
     """Start workers side by side with 8 partitions and wait until each serves HTTP."""
-    return list(await asyncio.gather(
-        *(start_worker(name, KAFKA_PARTITIONS=str(PARTITIONS), **env) for name in names)))
+    return list(
+        await asyncio.gather(
+            *(start_worker(name, KAFKA_PARTITIONS=str(PARTITIONS), **env) for name in names)
+        )
+    )
 
 
 async def readiness(http: aiohttp.ClientSession, worker: Worker) -> tuple[int, Any]:
@@ -76,7 +82,7 @@ class Assignment:
     partitions: frozenset[int]
 
 
-async def assignment(http: aiohttp.ClientSession, worker: Worker) -> Optional[Assignment]:
+async def assignment(http: aiohttp.ClientSession, worker: Worker) -> Assignment | None:
     """The worker's generation and orders partitions when /ready is 200, else None."""
     status, body = await readiness(http, worker)
     if status != 200:
@@ -86,11 +92,13 @@ async def assignment(http: aiohttp.ClientSession, worker: Worker) -> Optional[As
     return Assignment(int(match[1]), frozenset(int(p) for p in match[2].split(",") if p.strip()))
 
 
-async def settled_assignment(http: aiohttp.ClientSession, workers: Sequence[Worker],
-                             timeout: float = 90) -> dict[str, frozenset[int]]:
+async def settled_assignment(
+    http: aiohttp.ClientSession, workers: Sequence[Worker], timeout: float = 90
+) -> dict[str, frozenset[int]]:
     """Wait until every worker is ready in one generation and the partitions are split among
     them, each partition to one worker; return each worker's URL and partitions."""
-    async def settled() -> Optional[dict[str, frozenset[int]]]:
+
+    async def settled() -> dict[str, frozenset[int]] | None:
         found = await asyncio.gather(*(assignment(http, w) for w in workers))
         if any(a is None for a in found) or len({a.generation for a in found}) != 1:
             return None
@@ -98,8 +106,10 @@ async def settled_assignment(http: aiohttp.ClientSession, workers: Sequence[Work
         if sorted(p for ps in owned for p in ps) != list(range(PARTITIONS)):
             return None
         return {w.url: a.partitions for w, a in zip(workers, found)}
-    return await eventually(settled, timeout=timeout, interval=0.2,
-                            what="one generation, every partition assigned once")
+
+    return await eventually(
+        settled, timeout=timeout, interval=0.2, what="one generation, every partition assigned once"
+    )
 
 
 async def timed(awaitable: Awaitable[T]) -> tuple[T, float]:
@@ -109,15 +119,18 @@ async def timed(awaitable: Awaitable[T]) -> tuple[T, float]:
 
 
 async def wait_count(database_url: str, at_least: int, timeout: float = 120) -> None:
-    async def enough() -> Optional[int]:
+    async def enough() -> int | None:
         count = (await row_counts(database_url))["orders"]
         return count if count >= at_least else None
-    await eventually(enough, timeout=timeout, interval=0.2,
-                     what=f"at least {at_least} orders in PostgreSQL")
+
+    await eventually(
+        enough, timeout=timeout, interval=0.2, what=f"at least {at_least} orders in PostgreSQL"
+    )
 
 
-async def produce_steadily(producer: AIOKafkaProducer, topic: str, orders: Sequence[Order],
-                           rate: float) -> None:
+async def produce_steadily(
+    producer: AIOKafkaProducer, topic: str, orders: Sequence[Order], rate: float
+) -> None:
     """Publish keyed by order_uid at about ``rate`` orders a second, then flush."""
     bodies = [(order.order_uid.encode(), encode_order(order)) for order in orders]
     started = time.monotonic()
@@ -132,16 +145,20 @@ async def produce_steadily(producer: AIOKafkaProducer, topic: str, orders: Seque
 def assert_all_stored_once(counts: dict[str, int], orders: Sequence[Order]) -> None:
     """Every order exactly once: one row per order in each table, every item once."""
     assert len({o.order_uid for o in orders}) == len(orders)  # the generator made no twins
-    expected = {"orders": len(orders), "deliveries": len(orders), "payments": len(orders),
-                "items": sum(len(o.items) for o in orders)}
+    expected = {
+        "orders": len(orders),
+        "deliveries": len(orders),
+        "payments": len(orders),
+        "items": sum(len(o.items) for o in orders),
+    }
     assert counts == expected
 
 
 @dataclass
 class Answer:
     status: int
-    source: Optional[str]
-    served_by: Optional[str]
+    source: str | None
+    served_by: str | None
     body: bytes
     seconds: float  # how long the lookup took
     at: float  # time.monotonic() when it answered
@@ -151,19 +168,27 @@ async def ask(http: aiohttp.ClientSession, worker: Worker, uid: str) -> Answer:
     started = time.monotonic()
     status, headers, body = await lookup(http, worker, uid)
     answered = time.monotonic()
-    return Answer(status, headers.get("X-Source"), headers.get("X-Served-By"), body,
-                  answered - started, answered)
+    return Answer(
+        status,
+        headers.get("X-Source"),
+        headers.get("X-Served-By"),
+        body,
+        answered - started,
+        answered,
+    )
 
 
-async def ask_all(http: aiohttp.ClientSession, pairs: Sequence[tuple[Worker, str]]
-                  ) -> list[Answer]:
-    return await gather_bounded(
-        (lambda w=worker, u=uid: ask(http, w, u)) for worker, uid in pairs)
+async def ask_all(http: aiohttp.ClientSession, pairs: Sequence[tuple[Worker, str]]) -> list[Answer]:
+    return await gather_bounded((lambda w=worker, u=uid: ask(http, w, u)) for worker, uid in pairs)
 
 
-async def wait_all_cached(http: aiohttp.ClientSession, pairs: Sequence[tuple[Worker, str]],
-                          *, timeout: float, every_answer: Optional[list[Answer]] = None
-                          ) -> dict[tuple[str, str], Answer]:
+async def wait_all_cached(
+    http: aiohttp.ClientSession,
+    pairs: Sequence[tuple[Worker, str]],
+    *,
+    timeout: float,
+    every_answer: list[Answer] | None = None,
+) -> dict[tuple[str, str], Answer]:
     """Ask each (worker, uid) until it is served from the cache, re-asking only those that
     were not; every answer on the way must be 200. Returns the cached answers, and adds all
     answers to ``every_answer``."""
@@ -174,8 +199,11 @@ async def wait_all_cached(http: aiohttp.ClientSession, pairs: Sequence[tuple[Wor
         answers = await ask_all(http, pending)
         if every_answer is not None:
             every_answer.extend(answers)
-        failed = [(w.url, u, a.status, a.body[:200]) for (w, u), a in zip(pending, answers)
-                  if a.status != 200]
+        failed = [
+            (w.url, u, a.status, a.body[:200])
+            for (w, u), a in zip(pending, answers)
+            if a.status != 200
+        ]
         assert not failed, f"{len(failed)} lookups failed, e.g. {failed[:5]}"
         for (worker, uid), answer in zip(pending, answers):
             if answer.source == "cache":
@@ -185,13 +213,15 @@ async def wait_all_cached(http: aiohttp.ClientSession, pairs: Sequence[tuple[Wor
             return cached
         assert time.monotonic() < deadline, (
             f"{len(pending)} of {len(pairs)} lookups still not from the cache after "
-            f"{timeout:.0f}s, e.g. {[(w.url, u) for w, u in pending[:5]]}")
+            f"{timeout:.0f}s, e.g. {[(w.url, u) for w, u in pending[:5]]}"
+        )
         await asyncio.sleep(0.2)
 
 
 def assert_all_200(pairs: Sequence[tuple[Worker, str]], answers: Sequence[Answer]) -> None:
-    failed = [(w.url, u, a.status, a.body[:200]) for (w, u), a in zip(pairs, answers)
-              if a.status != 200]
+    failed = [
+        (w.url, u, a.status, a.body[:200]) for (w, u), a in zip(pairs, answers) if a.status != 200
+    ]
     assert not failed, f"{len(failed)} of {len(pairs)} lookups failed, e.g. {failed[:5]}"
 
 
@@ -199,15 +229,19 @@ def assert_all_200(pairs: Sequence[tuple[Worker, str]], answers: Sequence[Answer
 
 
 async def test_three_workers_serve_every_order_from_its_owners_cache_on_any_port(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     workers = await start_workers(start_worker, ["a", "b", "c"])
     orders = list(random_orders(101, 3000))
     topic = pipeline_env["KAFKA_TOPIC"]
     # A third keyed by order_uid, a third without a key, a third with a wrong key: the
     # last two arrive on arbitrary partitions and are re-published to their owner's.
-    keys: list[Optional[bytes]] = [
-        (o.order_uid.encode(), None, f"wrong-{i}".encode())[i % 3] for i, o in enumerate(orders)]
+    keys: list[bytes | None] = [
+        (o.order_uid.encode(), None, f"wrong-{i}".encode())[i % 3] for i, o in enumerate(orders)
+    ]
     for order, key in zip(orders, keys):
         await producer.send(topic, encode_order(order), key=key)
     await producer.flush()
@@ -222,7 +256,7 @@ async def test_three_workers_serve_every_order_from_its_owners_cache_on_any_port
     assert await settled_assignment(http, workers) == owners, "the group rebalanced meanwhile"
 
     bodies = {o.order_uid: encode_order(o) for o in orders}
-    served_by: dict[str, set[Optional[str]]] = {}
+    served_by: dict[str, set[str | None]] = {}
     for (url, uid), answer in cached.items():
         assert answer.body == bodies[uid], (url, uid)
         served_by.setdefault(uid, set()).add(answer.served_by)
@@ -235,8 +269,11 @@ async def test_three_workers_serve_every_order_from_its_owners_cache_on_any_port
 
 
 async def test_killed_worker_partitions_are_taken_over_without_loss_and_it_rejoins(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     database = pipeline_env["PG_URL"]
     orders = list(random_orders(103, 20_000))
     workers = await start_workers(start_worker, ["a", "b", "c"])
@@ -245,13 +282,15 @@ async def test_killed_worker_partitions_are_taken_over_without_loss_and_it_rejoi
     assert owners[victim.url], "the worker to kill owns no partition"
 
     producing = asyncio.create_task(
-        produce_steadily(producer, pipeline_env["KAFKA_TOPIC"], orders, rate=STREAM_RATE))
+        produce_steadily(producer, pipeline_env["KAFKA_TOPIC"], orders, rate=STREAM_RATE)
+    )
     await wait_count(database, 5000)
     # Orders stored before the kill; those of the victim's partitions were cached by it only.
     rng = random.Random(5)
     sample = rng.sample(sorted(await stored_uids(database)), 2000)
-    victims_own = sum(partition_of(uid.encode(), PARTITIONS) in owners[victim.url]
-                      for uid in sample)
+    victims_own = sum(
+        partition_of(uid.encode(), PARTITIONS) in owners[victim.url] for uid in sample
+    )
 
     killed_at = time.monotonic()
     victim.kill()
@@ -263,19 +302,21 @@ async def test_killed_worker_partitions_are_taken_over_without_loss_and_it_rejoi
         # Time to full service: until each survivor has served each sampled order from its
         # cache.
         cached = await wait_all_cached(
-            http, [(w, uid) for uid in sample for w in survivors], timeout=90,
-            every_answer=during)
+            http, [(w, uid) for uid in sample for w in survivors], timeout=90, every_answer=during
+        )
         taken_over, settled_at = await settling
     finally:
         settling.cancel()
     full_service = max(answer.at for answer in cached.values()) - killed_at
-    print(f"\n[scale] kill -9 of 1 of 3 workers mid-stream: time to full service on the "
-          f"survivors {full_service:.1f} s ({len(sample)} sampled orders, {victims_own} of them "
-          f"the victim's, each from the cache of both survivors); the survivors were ready "
-          f"in one generation with all partitions {settled_at - killed_at:.1f} s after "
-          f"the kill; meanwhile {len(during)} lookups, all 200, "
-          f"{sum(a.source == 'db' for a in during)} from PostgreSQL, the slowest "
-          f"{max(a.seconds for a in during) * 1000:.0f} ms")
+    print(
+        f"\n[scale] kill -9 of 1 of 3 workers mid-stream: time to full service on the "
+        f"survivors {full_service:.1f} s ({len(sample)} sampled orders, {victims_own} of them "
+        f"the victim's, each from the cache of both survivors); the survivors were ready "
+        f"in one generation with all partitions {settled_at - killed_at:.1f} s after "
+        f"the kill; meanwhile {len(during)} lookups, all 200, "
+        f"{sum(a.source == 'db' for a in during)} from PostgreSQL, the slowest "
+        f"{max(a.seconds for a in during) * 1000:.0f} ms"
+    )
     assert set().union(*taken_over.values()) == set(range(PARTITIONS))
 
     await producing
@@ -296,8 +337,10 @@ async def test_killed_worker_partitions_are_taken_over_without_loss_and_it_rejoi
     assert owners[back.url], "the restarted worker owns no partition"
     checks = [(back, uid) for uid in sample[:500]]
     assert_all_200(checks, await ask_all(http, checks))
-    print(f"[scale] the killed worker restarted on its data dir: ready and sharing the "
-          f"partitions {rejoined:.1f} s after its start")
+    print(
+        f"[scale] the killed worker restarted on its data dir: ready and sharing the "
+        f"partitions {rejoined:.1f} s after its start"
+    )
 
 
 @dataclass
@@ -308,8 +351,14 @@ class LookupLog:
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-async def probe(http: aiohttp.ClientSession, targets: list[Worker], known: list[str],
-                log: LookupLog, stop: asyncio.Event, rng: random.Random) -> None:
+async def probe(
+    http: aiohttp.ClientSession,
+    targets: list[Worker],
+    known: list[str],
+    log: LookupLog,
+    stop: asyncio.Event,
+    rng: random.Random,
+) -> None:
     """Look up random stored orders on random workers until told to stop."""
     while not stop.is_set():
         if not known:
@@ -318,15 +367,18 @@ async def probe(http: aiohttp.ClientSession, targets: list[Worker], known: list[
         worker, uid = rng.choice(targets), rng.choice(known)
         try:
             answer = await ask(http, worker, uid)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             log.errors.append((worker.url, repr(exc)))
             continue
         log.answers.append((worker.url, answer))
 
 
 async def test_a_fourth_worker_joins_mid_stream_and_lookups_never_fail(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        http: aiohttp.ClientSession) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
     database = pipeline_env["PG_URL"]
     orders = list(random_orders(107, 10_000))
     targets = await start_workers(start_worker, ["a", "b", "c"])
@@ -342,11 +394,13 @@ async def test_a_fourth_worker_joins_mid_stream_and_lookups_never_fail(
             await asyncio.sleep(0.5)
 
     rng = random.Random(7)
-    background = [asyncio.create_task(refresh_known()),
-                  *(asyncio.create_task(probe(http, targets, known, log, stop, rng))
-                    for _ in range(4))]
+    background = [
+        asyncio.create_task(refresh_known()),
+        *(asyncio.create_task(probe(http, targets, known, log, stop, rng)) for _ in range(4)),
+    ]
     producing = asyncio.create_task(
-        produce_steadily(producer, pipeline_env["KAFKA_TOPIC"], orders, rate=STREAM_RATE))
+        produce_steadily(producer, pipeline_env["KAFKA_TOPIC"], orders, rate=STREAM_RATE)
+    )
     try:
         await wait_count(database, 2000)
         joined_at = time.monotonic()
@@ -373,20 +427,24 @@ async def test_a_fourth_worker_joins_mid_stream_and_lookups_never_fail(
     during = [a for _, a in log.answers if joined_at <= a.at <= settled_at]
     slowest = max(during, key=lambda a: a.seconds)
     worst_url, worst = max(log.answers, key=lambda entry: entry[1].seconds)
-    sources = {source: sum(a.source == source for _, a in log.answers)
-               for source in ("cache", "db")}
-    print(f"\n[scale] a 4th worker joined mid-stream: {len(log.answers)} lookups, all 200 "
-          f"({sources}); the group settled {settled_at - joined_at:.1f} s after its start; "
-          f"rebalance pause seen by lookups {slowest.seconds * 1000:.0f} ms (slowest of "
-          f"{len(during)} lookups in that window, median "
-          f"{sorted(a.seconds for a in during)[len(during) // 2] * 1000:.0f} ms); slowest "
-          f"overall {worst.seconds * 1000:.0f} ms, {worst.at - worst.seconds - joined_at:+.1f} s "
-          f"from the 4th worker's start, X-Source {worst.source}, on "
-          f"{'the new worker' if worst_url == newcomer.url else 'an old worker'}")
+    sources = {
+        source: sum(a.source == source for _, a in log.answers) for source in ("cache", "db")
+    }
+    print(
+        f"\n[scale] a 4th worker joined mid-stream: {len(log.answers)} lookups, all 200 "
+        f"({sources}); the group settled {settled_at - joined_at:.1f} s after its start; "
+        f"rebalance pause seen by lookups {slowest.seconds * 1000:.0f} ms (slowest of "
+        f"{len(during)} lookups in that window, median "
+        f"{sorted(a.seconds for a in during)[len(during) // 2] * 1000:.0f} ms); slowest "
+        f"overall {worst.seconds * 1000:.0f} ms, {worst.at - worst.seconds - joined_at:+.1f} s "
+        f"from the 4th worker's start, X-Source {worst.source}, on "
+        f"{'the new worker' if worst_url == newcomer.url else 'an old worker'}"
+    )
 
 
 async def test_worker_refuses_an_orders_topic_with_another_partition_count(
-        pipeline_env: dict[str, str], tmp_path: Path) -> None:
+    pipeline_env: dict[str, str], tmp_path: Path
+) -> None:
     topic = pipeline_env["KAFKA_TOPIC"]
     admin = AIOKafkaAdminClient(bootstrap_servers=pipeline_env["KAFKA_BROKERS"])
     await admin.start()
@@ -395,9 +453,10 @@ async def test_worker_refuses_an_orders_topic_with_another_partition_count(
     finally:
         await admin.close()
 
-    worker = Worker({**pipeline_env, "KAFKA_PARTITIONS": str(PARTITIONS),
-                     "DATA_DIR": str(tmp_path / "data")},
-                    log_path=tmp_path / "worker.log").start()
+    worker = Worker(
+        {**pipeline_env, "KAFKA_PARTITIONS": str(PARTITIONS), "DATA_DIR": str(tmp_path / "data")},
+        log_path=tmp_path / "worker.log",
+    ).start()
     assert worker.process is not None
     try:
         code = await asyncio.to_thread(worker.process.wait, 60)

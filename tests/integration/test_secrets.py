@@ -10,8 +10,9 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from uuid import uuid4
 
 import aiohttp
@@ -19,12 +20,12 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from yarl import URL
 
+from harness import REPO_ROOT, admin_execute
 from orderstream.config import ConfigError, Settings
-from orderstream.order.generator import random_orders
 from orderstream.migrations import migrate_database
+from orderstream.order.generator import random_orders
 
 from ..conftest import SQL_DIR
-from harness import REPO_ROOT, admin_execute
 from ..private_stack import PrivateStack
 from ..secrets_registry import leaks_in, register_secret
 from .test_pipeline import publish, wait_stored
@@ -37,13 +38,17 @@ def distinct(kind: str) -> str:
 
 # --- (a) start-up errors ---------------------------------------------------------------
 
-@pytest.mark.parametrize("template", [
-    "postgres://u:{}@h:x/db",                        # a port that is no number
-    "mysql://u:{}@h/db",                             # not PostgreSQL
-    "postgres://u:{}@/db",                           # no host
-    "postgres://u:{}@h/db?sslmode=verify-full",      # TLS without a CA
-    "postgres://u@h/db?sslmode=nope&sslpassword={}",  # the key's password in the query
-])
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "postgres://u:{}@h:x/db",  # a port that is no number
+        "mysql://u:{}@h/db",  # not PostgreSQL
+        "postgres://u:{}@/db",  # no host
+        "postgres://u:{}@h/db?sslmode=verify-full",  # TLS without a CA
+        "postgres://u@h/db?sslmode=nope&sslpassword={}",  # the key's password in the query
+    ],
+)
 def test_a_bad_pg_url_is_shown_without_its_password(template: str) -> None:
     password = distinct("hunter2")
     with pytest.raises(ConfigError) as caught:
@@ -64,8 +69,14 @@ def test_a_secret_setting_is_never_shown_even_if_a_reason_quotes_it(name: str) -
 def test_the_start_up_error_on_the_console_hides_the_password(tmp_path: Path) -> None:
     password = distinct("hunter2")
     env = {**os.environ, "PG_URL": f"postgres://postgres:{password}@127.0.0.1:x/orders"}
-    done = subprocess.run([sys.executable, "-m", "orderstream", "migrate"], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "orderstream", "migrate"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "Config 'PG_URL' has value 'postgres://postgres:***@127.0.0.1:x/orders'" in done.stderr
     assert password not in done.stdout + done.stderr
@@ -74,12 +85,14 @@ def test_the_start_up_error_on_the_console_hides_the_password(tmp_path: Path) ->
 
 # --- (b) a worker given secrets at every door --------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateStack]:
     """A broker of this module's own with a SCRAM user whose password is a registered secret."""
     password = register_secret(f"sasl-{uuid4().hex}")
-    stack = PrivateStack(tmp_path_factory.mktemp("sasl"), secure=True,
-                         sasl_user=("orderstream", password))
+    stack = PrivateStack(
+        tmp_path_factory.mktemp("sasl"), secure=True, sasl_user=("orderstream", password)
+    )
     stack.kafka_up()
     try:
         yield stack
@@ -102,8 +115,13 @@ async def role_database(pg_server: str) -> Any:
 
 
 async def test_a_working_worker_shows_no_secret_anywhere(
-        sasl_broker: PrivateStack, role_database: str, start_worker: Any,
-        pipeline_env: dict[str, str], http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    sasl_broker: PrivateStack,
+    role_database: str,
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    http: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
     api_tokens = [distinct("api-token"), distinct("api-token")]
     metrics_token = distinct("metrics-token")
     wrong_token = distinct("wrong-token")
@@ -112,8 +130,11 @@ async def test_a_working_worker_shows_no_secret_anywhere(
     secrets = [*api_tokens, metrics_token, wrong_token, pg_password, sasl_broker.sasl_user[1]]
 
     worker = await start_worker(
-        PG_URL=role_database, API_TOKENS=",".join(api_tokens), METRICS_TOKEN=metrics_token,
-        **sasl_broker.secure_env("SASL_PLAINTEXT", "SCRAM-SHA-256"))
+        PG_URL=role_database,
+        API_TOKENS=",".join(api_tokens),
+        METRICS_TOKEN=metrics_token,
+        **sasl_broker.secure_env("SASL_PLAINTEXT", "SCRAM-SHA-256"),
+    )
     orders = list(random_orders(21, 5))
     producer = AIOKafkaProducer(bootstrap_servers=sasl_broker.kafka_brokers, acks="all")
     await producer.start()
@@ -147,15 +168,20 @@ async def test_a_working_worker_shows_no_secret_anywhere(
     assert worker.stop() == 0
 
     for path, status, shown in answers:
-        assert not [s for s in secrets if s in shown], f"a secret in the answer to {path} ({status})"
+        assert not [s for s in secrets if s in shown], (
+            f"a secret in the answer to {path} ({status})"
+        )
     log = worker.log()
     assert not [s for s in secrets if s in log], "a secret in the worker's log"
     assert leaks_in(tmp_path, secrets) == []
     # It did connect with them: the database URL is logged, with its password masked.
     assert f"{URL(role_database).user}:***@" in log
     # Faust's banner names the transport and the web server, without credentials.
-    banner = [line for line in log.splitlines() if line.startswith("| transport") or
-              line.startswith("| web ")]
+    banner = [
+        line
+        for line in log.splitlines()
+        if line.startswith("| transport") or line.startswith("| web ")
+    ]
     assert len(banner) == 2 and not any("@" in line for line in banner), banner
 
 
@@ -165,5 +191,6 @@ def test_the_end_of_session_check_finds_a_secret_in_any_log(tmp_path: Path) -> N
     leaky = tmp_path / "worker" / "worker-0.log"
     leaky.write_bytes(b"started\n\xff\xfe connecting with not-registered-secret-1\n")
     (tmp_path / "notes.txt").write_text("not-registered-secret-1")  # not a log
-    assert leaks_in(tmp_path, ["not-registered-secret-1", "not-registered-secret-2"]) == \
-        [(leaky, 2, "not-registered-secret-1")]
+    assert leaks_in(tmp_path, ["not-registered-secret-1", "not-registered-secret-2"]) == [
+        (leaky, 2, "not-registered-secret-1")
+    ]

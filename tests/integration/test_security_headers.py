@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import socket
 from html.parser import HTMLParser
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from harness import REPO_ROOT, Worker, eventually
+
 from .test_hostile_http import Reply, request, send_raw
 
 pytestmark = pytest.mark.timeout(180)
@@ -24,18 +25,24 @@ MODEL_UID = "b563feb7b2b84b6test"
 TOKEN = "headers-test-token-1"
 AUTH = f"Authorization: Bearer {TOKEN}\r\n".encode()
 CSP_DIRECTIVES = {
-    "default-src": "'self'", "script-src": "'self'", "style-src": "'self'",
-    "connect-src": "'self'", "frame-ancestors": "'none'", "base-uri": "'none'",
-    "object-src": "'none'", "form-action": "'self'",
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "connect-src": "'self'",
+    "frame-ancestors": "'none'",
+    "base-uri": "'none'",
+    "object-src": "'none'",
+    "form-action": "'self'",
 }
 
 
-def assert_secured(reply: Optional[Reply], what: str) -> None:
+def assert_secured(reply: Reply | None, what: str) -> None:
     assert reply is not None, f"no answer to {what}"
     headers = reply.headers
     csp = headers.get("content-security-policy", "")
-    directives = dict((part.strip().split(" ", 1) + [""])[:2]
-                      for part in csp.split(";") if part.strip())
+    directives = dict(
+        (part.strip().split(" ", 1) + [""])[:2] for part in csp.split(";") if part.strip()
+    )
     for name, value in CSP_DIRECTIVES.items():
         assert directives.get(name) == value, (what, reply.status, csp)
     assert "unsafe-inline" not in csp and "unsafe-eval" not in csp and "*" not in csp, csp
@@ -46,15 +53,17 @@ def assert_secured(reply: Optional[Reply], what: str) -> None:
 
 
 async def test_every_answer_carries_the_security_headers(
-        start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer,
-        model_json: bytes) -> None:
-    worker: Worker = await start_worker(API_TOKENS=TOKEN, HTTP_MAX_CONNECTIONS="3",
-                                        HTTP_HEADER_TIMEOUT="3")
+    start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer, model_json: bytes
+) -> None:
+    worker: Worker = await start_worker(
+        API_TOKENS=TOKEN, HTTP_MAX_CONNECTIONS="3", HTTP_HEADER_TIMEOUT="3"
+    )
     await producer.send_and_wait(pipeline_env["KAFKA_TOPIC"], model_json, key=MODEL_UID.encode())
 
-    async def cached() -> Optional[Reply]:
+    async def cached() -> Reply | None:
         reply = await send_raw(worker.port, request(f"/order/{MODEL_UID}", headers=AUTH))
         return reply if reply and reply.headers.get("x-source") == "cache" else None
+
     assert_secured(await eventually(cached, what="model.json from the cache"), "a cache hit")
 
     # (request, the status expected): the page, its assets, the API, every kind of error.
@@ -95,14 +104,17 @@ async def test_every_answer_carries_the_security_headers(
     # Over the connection cap (3): the quick answers written outside aiohttp.
     idle = [socket.create_connection(("127.0.0.1", worker.port)) for _ in range(3)]
     try:
-        async def over_cap() -> Optional[Reply]:
+
+        async def over_cap() -> Reply | None:
             reply = await send_raw(worker.port, request("/order/x"), timeout=5)
             return reply if reply is not None and reply.status == 503 else None
+
         busy = await eventually(over_cap, timeout=10, what="a lookup answered 503 over the cap")
         assert busy.headers["retry-after"] == "1"
         assert_secured(busy, "a lookup over the connection cap")
-        assert_secured(await send_raw(worker.port, request("/health"), timeout=5),
-                       "/health over the cap")
+        assert_secured(
+            await send_raw(worker.port, request("/health"), timeout=5), "/health over the cap"
+        )
     finally:
         for sock in idle:
             sock.close()
@@ -116,7 +128,7 @@ class InlineFinder(HTMLParser):
         self.inline: list[str] = []
         self._in_script = False
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         names = dict(attrs)
         if tag == "script":
             self._in_script = "src" not in names

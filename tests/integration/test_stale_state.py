@@ -10,21 +10,22 @@ from the cache after.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from harness import Worker, eventually
 from orderstream.order.generator import random_orders
 from orderstream.order.records import Order, encode_order
 
-from harness import Worker, eventually
 from ..private_stack import PrivateStack
-from .test_pipeline import lookup, publish, served_from
 from ..unit.test_rocksdb_options import rocksdb_options_file
+from .test_pipeline import lookup, publish, served_from
 
 DISCARDED = "Discarding the local files of cache partitions"
 MIB = 1024 * 1024
@@ -34,11 +35,13 @@ async def ready(http: aiohttp.ClientSession, worker: Worker) -> None:
     async def answers_200() -> bool:
         async with http.get(f"{worker.url}/ready") as reply:
             return reply.status == 200
+
     await eventually(answers_200, timeout=90, interval=0.2, what="/ready 200")
 
 
-async def serves_every_order(http: aiohttp.ClientSession, worker: Worker,
-                             orders: list[Order]) -> None:
+async def serves_every_order(
+    http: aiohttp.ClientSession, worker: Worker, orders: list[Order]
+) -> None:
     """Ready, every order answered at once (from either place), then all from the cache."""
     await ready(http, worker)
     for order in orders:
@@ -46,13 +49,23 @@ async def serves_every_order(http: aiohttp.ClientSession, worker: Worker,
         assert status == 200 and headers["X-Source"] in ("db", "cache"), (status, headers)
         assert body == encode_order(order)
     for order in orders:
-        body = await eventually(lambda: served_from(http, worker, order.order_uid, "cache"),
-                                timeout=60, what=f"{order.order_uid} cached again")
+        body = await eventually(
+            lambda: served_from(http, worker, order.order_uid, "cache"),
+            timeout=60,
+            what=f"{order.order_uid} cached again",
+        )
         assert body == encode_order(order)
 
 
-async def cache_orders(start_worker: Any, http: aiohttp.ClientSession, brokers: str,
-                       topic: str, orders: list[Order], name: str, **env: str) -> Worker:
+async def cache_orders(
+    start_worker: Any,
+    http: aiohttp.ClientSession,
+    brokers: str,
+    topic: str,
+    orders: list[Order],
+    name: str,
+    **env: str,
+) -> Worker:
     """Start a worker, publish ``orders`` and wait until all are cached; then stop it."""
     worker = await start_worker(name, KAFKA_BROKERS=brokers, **env)
     producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all")
@@ -62,8 +75,11 @@ async def cache_orders(start_worker: Any, http: aiohttp.ClientSession, brokers: 
     finally:
         await producer.stop()
     for order in orders:
-        await eventually(lambda: served_from(http, worker, order.order_uid, "cache"),
-                         timeout=60, what=f"{order.order_uid} cached")
+        await eventually(
+            lambda: served_from(http, worker, order.order_uid, "cache"),
+            timeout=60,
+            what=f"{order.order_uid} cached",
+        )
     assert worker.stop() == 0
     return worker
 
@@ -79,8 +95,11 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[PrivateStack]:
 
 
 async def test_a_wiped_kafka_under_kept_table_files_is_rebuilt_not_fatal(
-        own_broker: PrivateStack, start_worker: Any, pipeline_env: dict[str, str],
-        http: aiohttp.ClientSession) -> None:
+    own_broker: PrivateStack,
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    http: aiohttp.ClientSession,
+) -> None:
     # (own_broker first: it is torn down after the workers.)
     orders = list(random_orders(101, 24))
     brokers = own_broker.kafka_brokers
@@ -95,13 +114,25 @@ async def test_a_wiped_kafka_under_kept_table_files_is_rebuilt_not_fatal(
 
 
 async def test_another_group_id_on_the_same_data_dir_starts_on_its_own_files(
-        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession,
-        kafka_brokers: str, tmp_path: Path) -> None:
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    http: aiohttp.ClientSession,
+    kafka_brokers: str,
+    tmp_path: Path,
+) -> None:
     orders = list(random_orders(102, 24))
     group = pipeline_env["KAFKA_GROUP_ID"]
-    await cache_orders(start_worker, http, kafka_brokers, pipeline_env["KAFKA_TOPIC"], orders,
-                       "shared-dir", ROCKSDB_WRITE_BUFFER_MB="3", ROCKSDB_BLOCK_CACHE_MB="5",
-                       ROCKSDB_MAX_WAL_MB="7")
+    await cache_orders(
+        start_worker,
+        http,
+        kafka_brokers,
+        pipeline_env["KAFKA_TOPIC"],
+        orders,
+        "shared-dir",
+        ROCKSDB_WRITE_BUFFER_MB="3",
+        ROCKSDB_BLOCK_CACHE_MB="5",
+        ROCKSDB_MAX_WAL_MB="7",
+    )
     restarted = await start_worker("shared-dir", KAFKA_GROUP_ID=f"{group}-renamed")
     await serves_every_order(http, restarted, orders)
 
@@ -117,12 +148,13 @@ async def test_another_group_id_on_the_same_data_dir_starts_on_its_own_files(
 
 
 async def test_deleted_internal_topics_under_kept_table_files_are_rebuilt_not_fatal(
-        start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession,
-        kafka_brokers: str) -> None:
+    start_worker: Any, pipeline_env: dict[str, str], http: aiohttp.ClientSession, kafka_brokers: str
+) -> None:
     orders = list(random_orders(103, 24))
     group = pipeline_env["KAFKA_GROUP_ID"]
-    await cache_orders(start_worker, http, kafka_brokers, pipeline_env["KAFKA_TOPIC"], orders,
-                       "kept")
+    await cache_orders(
+        start_worker, http, kafka_brokers, pipeline_env["KAFKA_TOPIC"], orders, "kept"
+    )
 
     internal = [f"{group}-order-cache-changelog", f"{group}-order-cache-updates"]
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_brokers)
@@ -132,6 +164,7 @@ async def test_deleted_internal_topics_under_kept_table_files_are_rebuilt_not_fa
 
         async def gone() -> bool:
             return not set(internal) & set(await admin.list_topics())
+
         await eventually(gone, timeout=30, what="internal topics deleted")
     finally:
         await admin.close()

@@ -10,23 +10,21 @@ import asyncio
 import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from harness import Worker
 from orderstream.order.generator import random_orders
 from orderstream.repo import OrderRepository
-
-from harness import Worker
 
 ORDERS_IN_DATABASE = 20_000
 # Log lines of start-up, in order; the worker is stopped as soon as one appears.
 START_UP_POINTS = [
-    "[^-OrderApp]: Starting...",             # creating topics, opening connections
-    "[^---Recovery]: Starting...",           # table recovery
+    "[^-OrderApp]: Starting...",  # creating topics, opening connections
+    "[^---Recovery]: Starting...",  # table recovery
     "Revoking previously assigned partitions",  # the first rebalance
-    "Cache warm-up: loading",                # reading PostgreSQL
-    "Cache warm-up: sending",                # sending to the cache
+    "Cache warm-up: loading",  # reading PostgreSQL
+    "Cache warm-up: sending",  # sending to the cache
     "recent orders sent to this worker's partitions",  # warm-up sent, consuming
 ]
 
@@ -38,7 +36,7 @@ async def filled_database(clean_database: str) -> str:
     try:
         orders = list(random_orders(61, ORDERS_IN_DATABASE))
         for start in range(0, len(orders), 2000):
-            await repo.upsert_many(orders[start:start + 2000])
+            await repo.upsert_many(orders[start : start + 2000])
     finally:
         await repo.close()
     return clean_database
@@ -53,12 +51,16 @@ async def wait_for_line(worker: Worker, text: str, timeout: float = 60) -> None:
 
 
 async def test_sigterm_at_each_point_of_start_up_exits_cleanly(
-        pipeline_env: dict[str, str], filled_database: str, tmp_path: Path) -> None:
+    pipeline_env: dict[str, str], filled_database: str, tmp_path: Path
+) -> None:
     outcomes = {}
     for index, point in enumerate(START_UP_POINTS):
-        env = {**pipeline_env, "PG_URL": filled_database,
-               "KAFKA_GROUP_ID": f"{pipeline_env['KAFKA_GROUP_ID']}-{index}",
-               "DATA_DIR": str(tmp_path / f"data-{index}")}
+        env = {
+            **pipeline_env,
+            "PG_URL": filled_database,
+            "KAFKA_GROUP_ID": f"{pipeline_env['KAFKA_GROUP_ID']}-{index}",
+            "DATA_DIR": str(tmp_path / f"data-{index}"),
+        }
         worker = Worker(env, log_path=tmp_path / f"worker-{index}.log").start()
         assert worker.process is not None
         try:

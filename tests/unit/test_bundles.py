@@ -3,7 +3,12 @@
 import pytest
 
 from orderstream.cache.bundle import (
-    FRAME_HEADER, VERSION, MalformedBundle, UnknownBundleVersion, bundle, unbundle,
+    FRAME_HEADER,
+    VERSION,
+    MalformedBundle,
+    UnknownBundleVersion,
+    bundle,
+    unbundle,
 )
 
 ENTRIES = [(b"a", b'{"order_uid":"a"}'), (b"b" * 64, b""), (b"c", "ünï".encode() * 100)]
@@ -38,12 +43,15 @@ def test_an_entry_larger_than_the_limit_travels_alone() -> None:
     assert [unbundle(data) for data in bundles] == [[(b"x", b"1")], [big], [(b"y", b"2")]]
 
 
-@pytest.mark.parametrize("data", [
-    b"\x00",                                                 # header cut off
-    FRAME_HEADER.pack(5, 10) + b"key",                       # frame claims more than is left
-    next(bundle(ENTRIES))[:-1],                              # last body one byte short
-    b'{"order_uid":"an order, not a bundle"}',              # another format altogether
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x00",  # header cut off
+        FRAME_HEADER.pack(5, 10) + b"key",  # frame claims more than is left
+        next(bundle(ENTRIES))[:-1],  # last body one byte short
+        b'{"order_uid":"an order, not a bundle"}',  # another format altogether
+    ],
+)
 def test_bytes_that_are_not_a_bundle_are_refused(data: bytes) -> None:
     with pytest.raises(MalformedBundle):
         unbundle(data)

@@ -7,8 +7,8 @@ going backwards, a warm-up never replacing a cached order, the eviction order re
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import faust
 import orjson
@@ -34,7 +34,7 @@ class LocalWriter:
         self.store.apply(partition, changes)
 
 
-def value(uid: str, minute: int, version: Optional[int] = 1) -> bytes:
+def value(uid: str, minute: int, version: int | None = 1) -> bytes:
     body = orjson.dumps({"order_uid": uid, "date_created": f"2026-12-01T10:{minute:02d}:00Z"})
     return encode_entry(version, body)
 
@@ -55,8 +55,13 @@ def keys_of(partition: int, count: int, prefix: str = "o") -> list[bytes]:
 def cache(tmp_path: Path) -> RecentOrders:
     app = faust.App("cache-policy-test", datadir=str(tmp_path), store="memory://")
     table = app.Table("order-cache", key_type=bytes, value_type=bytes, partitions=PARTITIONS)
-    return RecentOrders(table, LocalWriter(table), size=3 * PARTITIONS,  # type: ignore[arg-type]
-                        partitions=PARTITIONS, enabled=True)
+    return RecentOrders(
+        table,
+        LocalWriter(table),
+        size=3 * PARTITIONS,  # type: ignore[arg-type]
+        partitions=PARTITIONS,
+        enabled=True,
+    )
 
 
 async def test_each_partition_keeps_its_newest_orders(cache: RecentOrders) -> None:
@@ -91,15 +96,19 @@ async def test_an_older_version_never_replaces_a_newer_one(cache: RecentOrders) 
 async def test_a_warm_up_leaves_a_cached_order_as_it_is(cache: RecentOrders) -> None:
     cached, fresh = keys_of(0, 2)
     await cache.remember(0, [(cached, value("cached", 1, version=5))])
-    await cache.remember(0, [(cached, value("warm", 1, version=None)),
-                             (fresh, value("warm", 2, version=None))], keep_newer=True)
+    await cache.remember(
+        0,
+        [(cached, value("warm", 1, version=None)), (fresh, value("warm", 2, version=None))],
+        keep_newer=True,
+    )
 
     assert orjson.loads(cache.lookup(0, cached) or b"{}")["order_uid"] == "cached"
     assert cache.lookup(0, fresh) is not None
 
 
 async def test_the_eviction_order_is_rebuilt_from_the_table_after_a_rebalance(
-        cache: RecentOrders) -> None:
+    cache: RecentOrders,
+) -> None:
     keys = keys_of(0, 3)
     # Inserted newest first: the rebuilt order goes by date_created, not by insertion.
     await cache.remember(0, [(key, value(key.decode(), 10 - n)) for n, key in enumerate(keys)])
@@ -117,8 +126,13 @@ async def test_a_disabled_cache_stores_and_answers_nothing(tmp_path: Path) -> No
     app = faust.App("cache-off-test", datadir=str(tmp_path), store="memory://")
     table = app.Table("order-cache", key_type=bytes, value_type=bytes, partitions=PARTITIONS)
     writer = LocalWriter(table)
-    cache = RecentOrders(table, writer, size=10, partitions=PARTITIONS,  # type: ignore[arg-type]
-                         enabled=False)
+    cache = RecentOrders(
+        table,
+        writer,
+        size=10,
+        partitions=PARTITIONS,  # type: ignore[arg-type]
+        enabled=False,
+    )
     (key,) = keys_of(0, 1)
     await cache.remember(0, [(key, value("a", 1))])
 

@@ -35,10 +35,21 @@ def test_empty_values_mean_the_default() -> None:
     assert Settings.from_env({name: "" for name in GO_DEFAULTS}) == Settings()
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("1", True), ("true", True), ("TRUE", True), ("Yes", True), ("yes", True),
-    ("0", False), ("false", False), ("False", False), ("NO", False), ("no", False),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("1", True),
+        ("true", True),
+        ("TRUE", True),
+        ("Yes", True),
+        ("yes", True),
+        ("0", False),
+        ("false", False),
+        ("False", False),
+        ("NO", False),
+        ("no", False),
+    ],
+)
 def test_cache_enabled_words(raw: str, expected: bool) -> None:
     assert Settings.from_env({"CACHE_ENABLED": raw}).cache_enabled is expected
 
@@ -47,16 +58,31 @@ def test_cache_enabled_rejects_maybe() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"CACHE_ENABLED": "maybe"})
     assert (caught.value.name, caught.value.value) == ("CACHE_ENABLED", "maybe")
-    assert str(caught.value).startswith("Config 'CACHE_ENABLED' has value 'maybe'. Not a valid bool")
+    assert str(caught.value).startswith(
+        "Config 'CACHE_ENABLED' has value 'maybe'. Not a valid bool"
+    )
 
 
-@pytest.mark.parametrize("name, raw", [
-    ("HTTP_ADDR", "8081"), ("HTTP_ADDR", ":0"), ("HTTP_ADDR", ":65536"), ("HTTP_ADDR", "h:http"),
-    ("KAFKA_BROKERS", " , "), ("KAFKA_BROKERS", "127.0.0.1"), ("KAFKA_BROKERS", "a:9092,b:x"),
-    ("PG_URL", "mysql://u@h/db"), ("PG_URL", "orders"), ("PG_URL", "postgres://u@h:abc/db"),
-    ("CACHE_STORE", "redis://"), ("CACHE_STORE", "memory"),
-    ("KAFKA_PARTITIONS", "0"), ("KAFKA_PARTITIONS", "-1"), ("KAFKA_PARTITIONS", "x"),
-])
+@pytest.mark.parametrize(
+    "name, raw",
+    [
+        ("HTTP_ADDR", "8081"),
+        ("HTTP_ADDR", ":0"),
+        ("HTTP_ADDR", ":65536"),
+        ("HTTP_ADDR", "h:http"),
+        ("KAFKA_BROKERS", " , "),
+        ("KAFKA_BROKERS", "127.0.0.1"),
+        ("KAFKA_BROKERS", "a:9092,b:x"),
+        ("PG_URL", "mysql://u@h/db"),
+        ("PG_URL", "orders"),
+        ("PG_URL", "postgres://u@h:abc/db"),
+        ("CACHE_STORE", "redis://"),
+        ("CACHE_STORE", "memory"),
+        ("KAFKA_PARTITIONS", "0"),
+        ("KAFKA_PARTITIONS", "-1"),
+        ("KAFKA_PARTITIONS", "x"),
+    ],
+)
 def test_invalid_value_names_the_variable(name: str, raw: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({name: raw})
@@ -64,41 +90,59 @@ def test_invalid_value_names_the_variable(name: str, raw: str) -> None:
     assert str(caught.value).startswith(f"Config {name!r} has value {raw!r}. ")
 
 
-@pytest.mark.parametrize("name, raw, reason", [
-    ("KAFKA_PARTITIONS", "x", "Not a valid integer."),
-    ("CACHE_SIZE", "1e5", "Not a valid integer."),
-    ("BATCH_WAIT", "soon", "Not a valid number."),
-    ("HTTP_ADDR", "host:", "Port '' is not a valid integer."),
-])
+@pytest.mark.parametrize(
+    "name, raw, reason",
+    [
+        ("KAFKA_PARTITIONS", "x", "Not a valid integer."),
+        ("CACHE_SIZE", "1e5", "Not a valid integer."),
+        ("BATCH_WAIT", "soon", "Not a valid number."),
+        ("HTTP_ADDR", "host:", "Port '' is not a valid integer."),
+    ],
+)
 def test_number_errors_read_like_starlette(name: str, raw: str, reason: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({name: raw})
     assert str(caught.value) == f"Config {name!r} has value {raw!r}. {reason}"
 
 
-@pytest.mark.parametrize("url, shown", [
-    ("postgres://app:s3cret@db:5432/orders", "postgres://app:***@db:5432/orders"),
-    ("postgres://app@db/orders", "postgres://app@db/orders"),
-])
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("postgres://app:s3cret@db:5432/orders", "postgres://app:***@db:5432/orders"),
+        ("postgres://app@db/orders", "postgres://app@db/orders"),
+    ],
+)
 def test_pg_url_redacted_hides_the_password(url: str, shown: str) -> None:
     assert Settings(pg_url=url).pg_url_redacted == shown
 
 
-@pytest.mark.parametrize("env, topic", [
-    ({}, "orders.dlq"),
-    ({"KAFKA_TOPIC": "payments"}, "payments.dlq"),
-    ({"KAFKA_TOPIC": "payments", "DLQ_TOPIC": "rejects"}, "rejects"),
-])
+@pytest.mark.parametrize(
+    "env, topic",
+    [
+        ({}, "orders.dlq"),
+        ({"KAFKA_TOPIC": "payments"}, "payments.dlq"),
+        ({"KAFKA_TOPIC": "payments", "DLQ_TOPIC": "rejects"}, "rejects"),
+    ],
+)
 def test_dead_letter_topic(env: dict[str, str], topic: str) -> None:
     assert Settings.from_env(env).dead_letter_topic == topic
 
 
 def test_invalid_setting_stops_the_cli_before_any_work(tmp_path: Path) -> None:
     # Nothing listens on port 1: reaching the database would fail with another message.
-    env = {**os.environ, "CACHE_ENABLED": "maybe",
-           "PG_URL": "postgres://postgres:postgres@127.0.0.1:1/orders"}
-    done = subprocess.run([sys.executable, "-m", "orderstream", "migrate"], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "CACHE_ENABLED": "maybe",
+        "PG_URL": "postgres://postgres:postgres@127.0.0.1:1/orders",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "orderstream", "migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "Config 'CACHE_ENABLED' has value 'maybe'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from harness import REPO_ROOT
 
-SHOW_SETTINGS = ("from orderstream.app import load_settings; s = load_settings(); "
-                 "print(s.kafka_topic, s.dead_letter_topic, s.kafka_group_id)")
+SHOW_SETTINGS = (
+    "from orderstream.app import load_settings; s = load_settings(); "
+    "print(s.kafka_topic, s.dead_letter_topic, s.kafka_group_id)"
+)
 ENV_FILE = """\
 # a comment
 KAFKA_TOPIC=from-file
@@ -27,14 +29,23 @@ KAFKA_GROUP_ID = spaced-group # a comment
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without the settings the file sets (the test's own shell may have them)."""
-    env = {name: value for name, value in os.environ.items()
-           if name not in ("KAFKA_TOPIC", "DLQ_TOPIC", "KAFKA_GROUP_ID", "ENV_FILE")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("KAFKA_TOPIC", "DLQ_TOPIC", "KAFKA_GROUP_ID", "ENV_FILE")
+    }
     return {**env, **extra}
 
 
 def settings_in(directory: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", SHOW_SETTINGS], cwd=directory, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", SHOW_SETTINGS],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_service_reads_dotenv_under_the_environment(tmp_path: Path) -> None:
@@ -52,7 +63,8 @@ def test_the_service_reads_dotenv_under_the_environment(tmp_path: Path) -> None:
 
 
 def test_env_file_names_another_file_and_a_bad_value_there_names_the_variable(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     other = tmp_path / "conf" / "orderstream.env"
     other.parent.mkdir()
     other.write_text("KAFKA_PARTITIONS=zero\n")
@@ -64,18 +76,36 @@ def test_env_file_names_another_file_and_a_bad_value_there_names_the_variable(
 
 def test_the_scripts_read_the_file_as_the_service_does(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
-        ENV_FILE + "WORKERS='3'\nEMPTY=\nNOTE=\"two words # not a comment\"\n")
+        ENV_FILE + "WORKERS='3'\nEMPTY=\nNOTE=\"two words # not a comment\"\n"
+    )
     names = ["KAFKA_TOPIC", "DLQ_TOPIC", "KAFKA_GROUP_ID", "WORKERS", "EMPTY", "NOTE"]
-    script = (f"source {REPO_ROOT / 'scripts' / 'dotenv.sh'}; load_env_file; "
-              + "; ".join(f'printf "%s\\0" "${{{name}-unset}}"' for name in names))
-    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                          env=clean_env(KAFKA_GROUP_ID="from-env"), timeout=30, check=True)
+    script = f"source {REPO_ROOT / 'scripts' / 'dotenv.sh'}; load_env_file; " + "; ".join(
+        f'printf "%s\\0" "${{{name}-unset}}"' for name in names
+    )
+    done = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=clean_env(KAFKA_GROUP_ID="from-env"),
+        timeout=30,
+        check=True,
+    )
     by_script = dict(zip(names, done.stdout.split("\0")))
 
     service = subprocess.run(
-        [sys.executable, "-c", "import json, os; from orderstream.config import load_env_file; "
-         f"load_env_file(); print(json.dumps({{n: os.environ.get(n, 'unset') for n in {names}}}))"],
-        cwd=tmp_path, env=clean_env(KAFKA_GROUP_ID="from-env"), capture_output=True, text=True,
-        timeout=60, check=True)
+        [
+            sys.executable,
+            "-c",
+            "import json, os; from orderstream.config import load_env_file; "
+            f"load_env_file(); print(json.dumps({{n: os.environ.get(n, 'unset') for n in {names}}}))",
+        ],
+        cwd=tmp_path,
+        env=clean_env(KAFKA_GROUP_ID="from-env"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert by_script == json.loads(service.stdout)
     assert by_script["KAFKA_GROUP_ID"] == "from-env" and by_script["WORKERS"] == "3"

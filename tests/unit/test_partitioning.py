@@ -2,7 +2,8 @@
 
 import random
 
-from aiokafka.partitioner import DefaultPartitioner, murmur2 as aiokafka_murmur2
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from orderstream.order.partitioning import murmur2, partition_of
 

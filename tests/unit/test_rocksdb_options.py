@@ -16,12 +16,12 @@ from typing import Any
 import faust
 import pytest
 from faust.stores.rocksdb import Store as RocksDBStore
-from faust.tables.manager import TableManager
 from faust.tables import recovery
+from faust.tables.manager import TableManager
 from faust.types import TP
 
-from orderstream.config import Settings
 from orderstream.cache.store import CacheStore, store_url, table_options
+from orderstream.config import Settings
 
 MIB = 1024 * 1024
 
@@ -35,11 +35,20 @@ def rocksdb_options_file(partition_dir: Path) -> dict[str, str]:
 @pytest.fixture
 def cache_store(tmp_path: Path) -> Any:
     """A CacheStore on a throwaway app, as tables.py declares it, with small settings."""
-    settings = Settings(rocksdb_write_buffer_mb=3, rocksdb_block_cache_mb=5,
-                        rocksdb_max_wal_mb=7, kafka_partitions=2)
+    settings = Settings(
+        rocksdb_write_buffer_mb=3,
+        rocksdb_block_cache_mb=5,
+        rocksdb_max_wal_mb=7,
+        kafka_partitions=2,
+    )
     app = faust.App("pin-test", datadir=str(tmp_path), store=store_url(settings))
-    table = app.Table("order-cache", key_type=bytes, value_type=bytes, partitions=2,
-                      options=table_options(settings))
+    table = app.Table(
+        "order-cache",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=2,
+        options=table_options(settings),
+    )
     store = table.data
     yield store
     for db in store._dbs.values():
@@ -76,7 +85,8 @@ def test_every_partition_shares_one_block_cache_and_write_budget(cache_store: Ca
 
 
 def test_writes_and_their_offset_land_together_and_read_back_by_partition(
-        cache_store: CacheStore) -> None:
+    cache_store: CacheStore,
+) -> None:
     tp = TP(cache_store.table.changelog_topic.get_topic_name(), 1)
     cache_store.write_in(1, [(b"a", b"1"), (b"b", b"2")], (tp, 41))
     cache_store.write_in(1, [(b"a", None)], (tp, 42))
@@ -86,7 +96,8 @@ def test_writes_and_their_offset_land_together_and_read_back_by_partition(
 
 
 def test_an_unreadable_partition_is_discarded_with_one_warning(
-        cache_store: CacheStore, caplog: pytest.LogCaptureFixture) -> None:
+    cache_store: CacheStore, caplog: pytest.LogCaptureFixture
+) -> None:
     tp = TP(cache_store.table.changelog_topic.get_topic_name(), 1)
     cache_store.write_in(1, [(b"a", b"1")], (tp, 5))
     cache_store._dbs.pop(1).close()
@@ -102,7 +113,8 @@ def test_faust_behaviour_the_adapter_relies_on() -> None:
     """Pins Faust internals: if one of these fails, re-check orderstream/cache/store.py."""
     # The store opens each partition through _open_for_partition and keeps it in _dbs.
     assert "self._open_for_partition(partition)" in inspect.getsource(
-        RocksDBStore._db_for_partition)
+        RocksDBStore._db_for_partition
+    )
     assert "self.rocksdb_options.open(" in inspect.getsource(RocksDBStore._open_for_partition)
     assert "self.as_options()" in inspect.getsource(faust.stores.rocksdb.RocksDBOptions.open)
     assert RocksDBStore.offset_key == b"__faust\0offset__"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import re
 import typing
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pytest
 import yaml
@@ -16,7 +17,13 @@ from harness import REPO_ROOT
 from orderstream import order_sql
 from orderstream.order import Delivery, Item, Order, Payment, validation
 from orderstream.order.validation import (
-    DELIVERY_FIELDS, ITEM_FIELDS, NESTED, ORDER_FIELDS, PAYMENT_FIELDS, Field, column_type,
+    DELIVERY_FIELDS,
+    ITEM_FIELDS,
+    NESTED,
+    ORDER_FIELDS,
+    PAYMENT_FIELDS,
+    Field,
+    column_type,
 )
 
 OBJECTS: dict[str, tuple[type, Sequence[Field], str]] = {  # record, fields, SQL table
@@ -24,7 +31,7 @@ OBJECTS: dict[str, tuple[type, Sequence[Field], str]] = {  # record, fields, SQL
     "Payment": (Payment, PAYMENT_FIELDS, "payments"),
     "Item": (Item, ITEM_FIELDS, "items"),
 }
-RECORD_OF_NESTED = {"delivery": Delivery, "payment": Payment, "items": typing.List[Item]}
+RECORD_OF_NESTED = {"delivery": Delivery, "payment": Payment, "items": list[Item]}
 
 
 def scalar_type(field: Field) -> type:
@@ -60,7 +67,8 @@ def migrated_columns() -> dict[str, dict[str, str]]:
                 if match and match.group(1) != "PRIMARY":
                     tables.setdefault(table, {})[match.group(1)] = match.group(2)
         for table, column, kind in re.findall(
-                r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+) (\w+)", text):
+            r"ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+) (\w+)", text
+        ):
             tables.setdefault(table, {})[column] = kind
     return tables
 
@@ -71,14 +79,18 @@ def same_type(sql: str, declared: str) -> bool:
 
 def test_the_migrated_tables_have_a_column_of_the_declared_type_for_every_field() -> None:
     tables = migrated_columns()
-    service_columns = {"orders": {"body", "kafka_offset", "stored_at"},
-                       "items": {"order_uid", "position"}, "deliveries": {"order_uid"},
-                       "payments": {"order_uid"}}
+    service_columns = {
+        "orders": {"body", "kafka_offset", "stored_at"},
+        "items": {"order_uid", "position"},
+        "deliveries": {"order_uid"},
+        "payments": {"order_uid"},
+    }
     expected = {"orders": ORDER_FIELDS, **{table: fields for _, fields, table in OBJECTS.values()}}
     for table, fields in expected.items():
         columns = tables[table]
         assert set(columns) - service_columns[table] - {"order_uid"} == {
-            field[0] for field in fields} - {"order_uid"}, table
+            field[0] for field in fields
+        } - {"order_uid"}, table
         for field in fields:
             assert same_type(columns[field[0]], column_type(field)), (table, field[0])
 
@@ -88,7 +100,10 @@ def test_the_generated_sql_names_every_field() -> None:
         for name, _, _ in fields:
             assert f"'{name}'," in order_sql.ORDER_DOCUMENT, name
             assert f"{name} = EXCLUDED.{name}" in order_sql.UPSERT_BATCH or name == "order_uid"
-    assert "sale int" in order_sql.UPSERT_BATCH and "date_created timestamptz" in order_sql.UPSERT_BATCH
+    assert (
+        "sale int" in order_sql.UPSERT_BATCH
+        and "date_created timestamptz" in order_sql.UPSERT_BATCH
+    )
 
 
 # What each rule of the declaration says in openapi.yaml.
@@ -113,13 +128,16 @@ def schemas() -> dict[str, Any]:
 
 def resolve(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in schema:
-        schema = {**schemas[schema["$ref"].rsplit("/", 1)[1]],
-                  **{k: v for k, v in schema.items() if k != "$ref"}}
+        schema = {
+            **schemas[schema["$ref"].rsplit("/", 1)[1]],
+            **{k: v for k, v in schema.items() if k != "$ref"},
+        }
     return schema
 
 
-def check_object(name: str, fields: Sequence[Field], schemas: dict[str, Any],
-                 nested: dict[str, str] = {}) -> None:
+def check_object(
+    name: str, fields: Sequence[Field], schemas: dict[str, Any], nested: dict[str, str] = {}
+) -> None:
     schema = schemas[name]
     assert schema["additionalProperties"] is False, name
     properties = schema["properties"]
@@ -144,8 +162,12 @@ def check_object(name: str, fields: Sequence[Field], schemas: dict[str, Any],
 
 
 def test_openapis_order_schema_is_the_declared_one(schemas: dict[str, Any]) -> None:
-    check_object("Order", ORDER_FIELDS, schemas,
-                 {"delivery": "Delivery", "payment": "Payment", "items": "Item"})
+    check_object(
+        "Order",
+        ORDER_FIELDS,
+        schemas,
+        {"delivery": "Delivery", "payment": "Payment", "items": "Item"},
+    )
     items = schemas["Order"]["properties"]["items"]
     assert (items["minItems"], items["maxItems"]) == (1, validation.MAX_ITEMS)
     for name, (_, fields, _) in OBJECTS.items():
@@ -161,6 +183,7 @@ def test_a_drift_is_caught(schemas: dict[str, Any]) -> None:
 
 def test_repo_uses_the_generated_statements() -> None:
     from orderstream import repo
+
     assert repo.UPSERT_BATCH is order_sql.UPSERT_BATCH
     assert order_sql.ORDER_DOCUMENT in repo.GET_ORDER
     assert Path(order_sql.__file__).name == "order_sql.py"

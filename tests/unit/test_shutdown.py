@@ -40,15 +40,18 @@ async def test_an_uncancelled_caller_gets_the_result() -> None:
 
 
 def test_a_stop_that_outlasts_the_deadline_exits_unfinished() -> None:
-    script = ("import asyncio, time\n"
-              "from orderstream.shutdown import arm_shutdown_deadline\n"
-              "async def main():\n"
-              "    arm_shutdown_deadline(asyncio.get_running_loop(), 0.2)\n"
-              "    await asyncio.sleep(30)\n"
-              "asyncio.run(main())\n")
+    script = (
+        "import asyncio, time\n"
+        "from orderstream.shutdown import arm_shutdown_deadline\n"
+        "async def main():\n"
+        "    arm_shutdown_deadline(asyncio.get_running_loop(), 0.2)\n"
+        "    await asyncio.sleep(30)\n"
+        "asyncio.run(main())\n"
+    )
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
 
     assert result.returncode == EXIT_UNFINISHED, result.stderr
     assert time.monotonic() - started < 10

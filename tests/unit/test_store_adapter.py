@@ -22,10 +22,16 @@ from orderstream.config import Settings
 @pytest.fixture(params=["rocksdb://", "memory://"])
 def partition_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     settings = Settings(cache_store=request.param, kafka_partitions=2)
-    app = faust.App(f"adapter-{request.param[:6]}", datadir=str(tmp_path),
-                    store=store_url(settings))
-    table = app.Table("order-cache", key_type=bytes, value_type=bytes, partitions=2,
-                      options=table_options(settings))
+    app = faust.App(
+        f"adapter-{request.param[:6]}", datadir=str(tmp_path), store=store_url(settings)
+    )
+    table = app.Table(
+        "order-cache",
+        key_type=bytes,
+        value_type=bytes,
+        partitions=2,
+        options=table_options(settings),
+    )
     yield PartitionStore(table)
     if isinstance(table.data, CacheStore):
         for db in table.data._dbs.values():

@@ -15,9 +15,13 @@ def test_version_is_orderstreams_not_fausts() -> None:
     expected = f"orderstream {orderstream.__version__} (faust-streaming {faust.__version__})"
     script = Path(sys.executable).parent / "orderstream"
     # A bad setting in the environment: printing the version builds no app and reads none.
-    for command in ([sys.executable, "-m", "orderstream", "--version"],
-                    [str(script), "--version"]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60,
-                              env={"PATH": "/usr/bin:/bin", "KAFKA_PARTITIONS": "zero"})
+    for command in ([sys.executable, "-m", "orderstream", "--version"], [str(script), "--version"]):
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin", "KAFKA_PARTITIONS": "zero"},
+        )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == expected
