@@ -35,7 +35,7 @@ async def eventually(
     interval: float = 0.1,
     what: str = "condition",
 ) -> T:
-    """Poll ``check`` until it returns something truthy; fail with its last answer at the deadline."""
+    """Poll ``check`` until it returns a truthy value; fail with its last answer at the deadline."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -141,10 +141,12 @@ class Worker:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
                 self.process.kill()
                 self.process.wait()
-                raise AssertionError(f"worker ignored SIGTERM for {timeout}s:\n{self.log_tail()}")
+                raise AssertionError(
+                    f"worker ignored SIGTERM for {timeout}s:\n{self.log_tail()}"
+                ) from exc
         return self.process.returncode
 
     def kill(self) -> None:
@@ -181,7 +183,7 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 
 
 async def store_one(conn: asyncpg.Connection, o: Order) -> None:
-    """Store one order in its own transaction, statement by statement (prepared, one round trip each)."""
+    """Store one order in its own transaction, one prepared statement (one round trip) at a time."""
     d, p = o.delivery, o.payment
     async with conn.transaction():
         await conn.execute(

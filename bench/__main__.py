@@ -1,4 +1,4 @@
-"""`python -m bench <part>... | all [flags]`: benchmarks on the stack that PG_URL and KAFKA_BROKERS name."""
+"""`python -m bench <part>... | all [flags]`: benchmarks on the PG_URL and KAFKA_BROKERS stack."""
 
 from __future__ import annotations
 

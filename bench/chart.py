@@ -1,4 +1,4 @@
-"""Chart: lookup latency percentiles, lookup throughput and ingest rates of the latest results, as a PNG."""
+"""Chart of the latest results as a PNG: lookup latency percentiles and throughput, ingest rates."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def latency_axes(axes: Any, lookup: dict[str, Any]) -> None:
             [("ours", OURS, -3), ("floor", FLOOR, 0)] if "floor" in cell else [("ours", OURS, -1.5)]
         )
         for who, colours, offset in bars:
-            for rank, (name, colour) in enumerate(zip(("p50", "p90", "p99"), colours)):
+            for rank, (name, colour) in enumerate(zip(("p50", "p90", "p99"), colours, strict=True)):
                 axes.bar(
                     index + (offset + rank + 0.5) * width,
                     cell[who][f"{name}_ms"],
@@ -81,7 +81,9 @@ def throughput_axes(axes: Any, lookup: dict[str, Any]) -> None:
         color=OURS[1],
         label="ours",
     )
-    floors = [(x, c["floor"]["requests_per_s"]) for x, c in zip(xs, cells) if "floor" in c]
+    floors = [
+        (x, c["floor"]["requests_per_s"]) for x, c in zip(xs, cells, strict=True) if "floor" in c
+    ]
     axes.bar(
         [x + 0.2 for x, _ in floors],
         [rate for _, rate in floors],
@@ -109,7 +111,7 @@ def ingest_axes(axes: Any, ingest: dict[str, Any]) -> None:
         ),
         ("naive (1 tx/order)", r["naive"]["orders_per_s"], "#c0504d"),
     ]
-    names, rates, colours = zip(*paths)
+    names, rates, colours = zip(*paths, strict=True)
     axes.barh(names, rates, color=colours)
     for y, rate in enumerate(rates):
         axes.text(rate, y, f" {rate:,.0f}", va="center", fontsize=8)

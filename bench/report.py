@@ -119,7 +119,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
     def line(values: Sequence[str], numeric: Sequence[bool]) -> str:
         return "  ".join(
-            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric)
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
         ).rstrip()
 
     numeric = [

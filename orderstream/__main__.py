@@ -16,8 +16,9 @@ def main() -> None:
         print(f"orderstream {orderstream.__version__} (faust-streaming {faust.__version__})")
         return
     # Faust finds -A in sys.argv to import the app before it resolves a command; the app's
-    # own commands (migrate, produce) exist once it is built, so build it first.
-    orderstream.app
+    # own commands (migrate, produce) exist once it is built, so build it first (the attribute
+    # is lazy: reading it builds the app).
+    _ = orderstream.app
     sys.exit(cli(["-A", "orderstream", *sys.argv[1:]]))
 
 

@@ -66,7 +66,7 @@ class Triage:
 def triage(
     events: Iterable[EventT], *, partition_for: Callable[[bytes], int], max_clock_skew: float
 ) -> Triage:
-    """Split a batch into orders to store, messages to dead-letter and orders on the wrong partition.
+    """Split a batch: orders to store, messages to dead-letter, orders on the wrong partition.
 
     An order belongs on the partition its order_uid hashes to, because that partition's
     owner holds its cache entry; an order that arrived elsewhere is forwarded there. An order

@@ -145,7 +145,7 @@ def parse_pg_url(raw: str) -> str:
     """A postgres:// URL whose TLS parameters can be used (files readable, values known)."""
     try:
         url = URL(raw)
-        url.port  # a port that is no number raises here
+        _ = url.port  # a port that is no number raises here
     except ValueError:
         url = URL()
     if url.scheme not in ("postgres", "postgresql") or not url.host:
@@ -243,7 +243,7 @@ def parse_ratio(raw: str) -> float:
 def parse_otlp_endpoint(raw: str) -> str:
     try:
         url = URL(raw.strip())
-        url.port  # a port that is no number raises here
+        _ = url.port  # a port that is no number raises here
     except ValueError:
         url = URL()
     if url.scheme not in ("http", "https") or not url.host:

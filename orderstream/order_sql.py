@@ -71,7 +71,8 @@ UPSERT_BATCH = f"""
 WITH batch AS MATERIALIZED (
     SELECT element.value::text AS body, versions.kafka_offset, o.*
     FROM json_array_elements($1::json) WITH ORDINALITY AS element(value, n)
-    JOIN unnest($2::bigint[]) WITH ORDINALITY AS versions(kafka_offset, n) ON versions.n = element.n,
+    JOIN unnest($2::bigint[]) WITH ORDINALITY AS versions(kafka_offset, n)
+        ON versions.n = element.n,
     json_to_record(element.value) AS o({_order_record()})
 ), upserted_orders AS (
     INSERT INTO orders ({_names(_ORDER_COLUMNS)}, body, kafka_offset)

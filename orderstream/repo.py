@@ -43,7 +43,7 @@ class DatabaseUnavailable(Exception):
 
 
 class OrderRejected(Exception):
-    """PostgreSQL refused the data itself (say, a NUL byte in a text field): retrying cannot help."""
+    """PostgreSQL refused the data itself (say, a NUL byte in a text field): retries cannot help."""
 
 
 # Errors caused by the values written, not by the server's state.

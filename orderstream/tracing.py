@@ -18,12 +18,8 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    ContextManager,
-    TypeVar,
-)
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import Settings
 
@@ -46,7 +42,8 @@ SOURCE = "orderstream.source"
 
 _provider: TracerProvider | None = None
 _tracer: Tracer | None = None
-_NOTHING: ContextManager[Any] = contextlib.nullcontext()  # reusable: enters and exits, nothing else
+# Reusable: enters and exits, nothing else.
+_NOTHING: AbstractContextManager[Any] = contextlib.nullcontext()
 
 Handler = Callable[["aioweb.Request"], Awaitable["aioweb.StreamResponse"]]
 
@@ -202,7 +199,7 @@ def _producing(topic: str, order_uid: str) -> Iterator[list[tuple[str, bytes]]]:
         yield [(name, value.encode()) for name, value in carrier.items()]
 
 
-def producing(topic: str, order_uid: str) -> ContextManager[list[tuple[str, bytes]] | None]:
+def producing(topic: str, order_uid: str) -> AbstractContextManager[list[tuple[str, bytes]] | None]:
     """A PRODUCER span for one message; enters as the Kafka headers to send it with
     (``traceparent``, and ``tracestate``/``baggage`` when there are any), None when off."""
     return _NOTHING if _tracer is None else _producing(topic, order_uid)
@@ -273,7 +270,7 @@ def _within(batch: Span, name: str) -> Iterator[None]:
         yield
 
 
-def within(batch: Span | None, name: str) -> ContextManager[Any]:
+def within(batch: Span | None, name: str) -> AbstractContextManager[Any]:
     """A child span ``name`` of the batch span (validating the batch); nothing when off."""
     return _NOTHING if batch is None else _within(batch, name)
 
@@ -290,7 +287,7 @@ def run_in(batch: Span | None, work: Coroutine[Any, Any, T]) -> asyncio.Future[T
     return task
 
 
-def step(name: str, **attributes: int) -> ContextManager[Any]:
+def step(name: str, **attributes: int) -> AbstractContextManager[Any]:
     """A child span of the current one (a batch's store, dead_letter, cache ...); nothing when
     off."""
     if _tracer is None:

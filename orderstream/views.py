@@ -81,7 +81,8 @@ class OrderLookups:
         if not is_valid_order_uid(order_uid):
             return answer(
                 error_body(
-                    f"invalid order_uid: use 1 to {ORDER_UID_MAX_LENGTH} letters, digits, '-' or '_'",
+                    f"invalid order_uid: use 1 to {ORDER_UID_MAX_LENGTH} letters, digits, "
+                    "'-' or '_'",
                     order_uid=order_uid[:100],
                 ),
                 400,

@@ -23,9 +23,10 @@ Content-Security-Policy (same origin only, no inline script), nosniff, no framin
 and a ``Server`` header without versions. aiohttp's answers get them from its
 ``on_response_prepare`` signal (one call per response, no middleware around the handlers).
 
-aiohttp's hooks used here, pinned by tests/integration/test_hostile_http.py: ``AppRunner._make_server``,
-``RequestHandler.handle_error`` and ``RequestHandler._request_count``; Faust's ``Web._runner``
-and ``Web._transport_handlers`` (to listen with a backlog as long as the cap).
+aiohttp's hooks used here, pinned by tests/integration/test_hostile_http.py:
+``AppRunner._make_server``, ``RequestHandler.handle_error`` and
+``RequestHandler._request_count``; Faust's ``Web._runner`` and ``Web._transport_handlers`` (to
+listen with a backlog as long as the cap).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A Kafka broker, Kafka cluster or PostgreSQL server of one test's own, started by scripts/stack.sh.
+"""A Kafka broker, Kafka cluster or PostgreSQL server of a test's own, started by scripts/stack.sh.
 
 Fault tests stop, kill and wipe these instead of the shared stack, so the rest of the suite
 (and other test runs on the machine) never sees the fault. They reuse the shared stack's

@@ -1,4 +1,4 @@
-"""The bench's lab: orders, fresh databases, topics and worker processes on the stack, cleaned up after.
+"""The bench's lab: orders, fresh databases, topics and workers on the stack, cleaned up after.
 
 The stack is the one the service would use: PG_URL and KAFKA_BROKERS from the environment, with
 the service's defaults (orderstream.config.Settings). Every database is `bench_<hex>` and every
@@ -16,7 +16,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional
 from uuid import uuid4
 
 import aiohttp
@@ -180,7 +179,10 @@ class Lab:
         )
         await producer.start()
         try:
-            sent = [await producer.send(topic, value, key=key) for key, value in zip(keys, values)]
+            sent = [
+                await producer.send(topic, value, key=key)
+                for key, value in zip(keys, values, strict=True)
+            ]
             await asyncio.gather(*sent)
         finally:
             await producer.stop()
@@ -234,7 +236,8 @@ async def write_batches(pg_url: str, dataset: Dataset, batch_size: int) -> float
     does not encode either.
     """
     encoded = [
-        (uid, body, offset) for offset, (uid, body) in enumerate(zip(dataset.uids, dataset.bodies))
+        (uid, body, offset)
+        for offset, (uid, body) in enumerate(zip(dataset.uids, dataset.bodies, strict=True))
     ]
     repo = OrderRepository(pg_url)
     await repo.connect()

@@ -3,7 +3,8 @@
 `faust -A bench.lab.faust_floor_app worker` with FLOOR_TOPIC, FLOOR_ORDERS, FLOOR_GROUP,
 FLOOR_DATA_DIR, FLOOR_RESULT, KAFKA_BROKERS, BATCH_SIZE. It consumes the topic the way the
 service's agent does (the same serializers, `noack_take` batches, acks by hand, the same
-garbage-collector setting) and writes `{"seconds": ..., "orders_per_s": ...}` (first batch to last) to FLOOR_RESULT and exits.
+garbage-collector setting) and writes `{"seconds": ..., "orders_per_s": ...}` (first batch to
+last) to FLOOR_RESULT and exits.
 What is left between this and the Kafka floor is Faust's own work per message.
 """
 

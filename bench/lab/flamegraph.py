@@ -1,4 +1,4 @@
-"""py-spy profiles of a worker process: collapsed stacks on disk and the top frames in the report."""
+"""py-spy profiles of a worker: collapsed stacks on disk and the top frames in the report."""
 
 from __future__ import annotations
 
@@ -103,6 +103,10 @@ def summarise(path: Path) -> dict[str, Any]:
 
 
 def package_of(frame: str) -> str:
-    """`Store._set (faust/stores/rocksdb.py:474)` -> `faust`; `select (selectors.py:451)` -> `selectors`."""
+    """The top-level package (or module) of a frame's file.
+
+    `Store._set (faust/stores/rocksdb.py:474)` -> `faust`;
+    `select (selectors.py:451)` -> `selectors`.
+    """
     location = frame.rpartition(" (")[2]
     return location.split("/", 1)[0].split(":", 1)[0].removesuffix(".py")

@@ -1,8 +1,9 @@
 """The HTTP floor: a bare aiohttp server answering GET /order/{order_uid} from a dict of bodies.
 
-`python -m bench.lab.floor_server --port 8090 --bodies bodies.tsv` (one `order_uid<TAB>body` a line).
-It does what a cache hit has to do and nothing else: no validation, metrics, routing or headers,
-the same pre-serialised JSON bodies, the same web server (aiohttp, no access log) and event loop.
+`python -m bench.lab.floor_server --port 8090 --bodies bodies.tsv` (one `order_uid<TAB>body`
+a line). It does what a cache hit has to do and nothing else: no validation, metrics, routing
+or headers, the same pre-serialised JSON bodies, the same web server (aiohttp, no access log)
+and event loop.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The naive design (the Go service's): one transaction per order, one INSERT per table and per item."""
+"""The Go service's naive design: one transaction per order, one INSERT per table and per item."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """A warm group: a consumer group whose cache holds the dataset, for every part that needs one.
 
-It is made once per run by a cold warm-up (a worker with an empty cache, on an empty orders topic,
-fills the cache from a database holding the dataset), which is what the restart part times. Later
-workers of the group restart with the cache full: on the warm-up's RocksDB files, or replaying the
-changelog with the memory store. Filling a cache of 100,000 orders takes minutes, so it is done once.
+It is made once per run by a cold warm-up (a worker with an empty cache, on an empty orders
+topic, fills the cache from a database holding the dataset), which is what the restart part
+times. Later workers of the group restart with the cache full: on the warm-up's RocksDB files,
+or replaying the changelog with the memory store. Filling a cache of 100,000 orders takes
+minutes, so it is done once.
 """
 
 from __future__ import annotations

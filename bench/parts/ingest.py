@@ -1,4 +1,4 @@
-"""Ingest: the worker storing and caching N pre-produced orders, beside the floors and the naive design.
+"""Ingest: the worker storing and caching N pre-produced orders, beside the floors and naive design.
 
 All four read or write the same N orders (the same bytes on the same topic, the same schema):
 - ours: a worker started on the topic and an empty database, until every order is in PostgreSQL

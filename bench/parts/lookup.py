@@ -148,7 +148,9 @@ def write_inputs(directory: Path, uids: list[str], bodies: list[bytes]) -> dict[
     files["cached"].write_text("\n".join(uids) + "\n")
     files["missing"].write_text("\n".join(missing) + "\n")
     files["bodies"].write_bytes(
-        b"".join(uid.encode() + b"\t" + body + b"\n" for uid, body in zip(uids, bodies))
+        b"".join(
+            uid.encode() + b"\t" + body + b"\n" for uid, body in zip(uids, bodies, strict=True)
+        )
     )
     return files
 
@@ -220,7 +222,8 @@ def print_lookup(report: Report) -> None:
         rows,
         [
             *report.notes,
-            "nocache is compared with the floor's cached cell: the floor answers every id from its dict",
+            "nocache is compared with the floor's cached cell: "
+            "the floor answers every id from its dict",
             f"worker restarted with its cache full: /ready after "
             f"{report.results['worker']['restart_ready_s']:.1f} s",
         ],

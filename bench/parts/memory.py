@@ -40,6 +40,7 @@ async def run(lab: Lab, args: Namespace) -> Report:
             await asyncio.gather(
                 *(empty_rss(lab, empty_db, store, args) for store in (ROCKSDB, MEMORY))
             ),
+            strict=True,
         )
     )
     group = await lab.warm_group(dataset, args.partitions, args.batch_size)
@@ -97,6 +98,7 @@ def print_memory(report: Report) -> None:
         rows,
         [
             f"an order's JSON body is {r['body_bytes_mean']:.0f} bytes on average",
-            "rocksdb cached: after one lookup of every order; memory cached: after the changelog replay",
+            "rocksdb cached: after one lookup of every order; "
+            "memory cached: after the changelog replay",
         ],
     )

@@ -1,4 +1,4 @@
-"""Soak: minutes of a fixed produce rate plus lookups; the worker's memory, files and disk over time.
+"""Soak: minutes of a fixed produce rate and lookups; the worker's memory, files and disk over time.
 
 A worker starts on an empty database and topic with CACHE_SIZE ``--cache-size``; orders are
 produced at ``--rate`` per second for ``--soak-duration`` seconds while ``--lookup-rate`` lookups
@@ -81,7 +81,7 @@ def slope_per_minute(samples: Sequence[Sample], field: str) -> float | None:
     ys = [float(getattr(s, field)) for s in samples]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
-    return 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else None
+    return 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else None
 
 
 class Soak:

@@ -102,7 +102,7 @@ async def produce_traced(brokers: str, topic: str, dataset: Dataset) -> float:
                     ("traceparent", f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01".encode())
                 ],
             )
-            for key, body in zip(dataset.keys, dataset.bodies)
+            for key, body in zip(dataset.keys, dataset.bodies, strict=True)
         ]
         await asyncio.gather(*sent)
     finally:

@@ -317,7 +317,7 @@ class DeadLetterTopic:
             False,
             [
                 Replayed(letter, meta.topic, meta.partition, meta.offset)
-                for letter, meta in zip(letters, sent)
+                for letter, meta in zip(letters, sent, strict=True)
             ],
             skipped,
         )

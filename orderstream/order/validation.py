@@ -30,7 +30,7 @@ NOT_JSON = "not_json"
 NOT_AN_ORDER = "not_an_order"
 INVALID = "invalid"
 
-_UID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % ORDER_UID_MAX_LENGTH)
+_UID = re.compile(rf"[A-Za-z0-9_-]{{1,{ORDER_UID_MAX_LENGTH}}}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _PHONE = re.compile(r"\+?[0-9]{6,15}")
 _CURRENCY = re.compile(r"[A-Z]{3}")

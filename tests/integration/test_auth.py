@@ -9,6 +9,7 @@ database outage is answered without naming the database's host.
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -167,7 +168,7 @@ async def test_without_tokens_on_every_interface_the_start_up_warns_once(
     ).start()
     try:
         await worker.wait_serving(http)
-        # No tokens: lookups are open, as before (and as tests/integration/test_fuzz_api.py fuzzes them).
+        # No tokens: lookups are open, as before (and as test_fuzz_api.py fuzzes them).
         assert (await get(http, f"{worker.url}/order/{MODEL_UID}"))[0] == 404
         assert (await get(http, f"{worker.url}/metrics"))[0] == 200
         warnings = [line for line in worker.log().splitlines() if "API_TOKENS is empty" in line]
@@ -193,7 +194,7 @@ async def test_any_worker_answers_with_the_owners_cache_when_tokens_are_set(
     for order in orders:
         for worker in (first, second):
             await eventually(
-                lambda: cached_with(http, worker, order.order_uid, TOKENS[1]),
+                functools.partial(cached_with, http, worker, order.order_uid, TOKENS[1]),
                 what=f"{order.order_uid} from {worker.url}'s view",
             )
     answered_by: dict[str, set[str]] = {}
@@ -261,7 +262,7 @@ async def test_fuzzed_requests_with_a_token_get_documented_answers(
     http: aiohttp.ClientSession,
     model_json: bytes,
 ) -> None:
-    """tests/integration/test_fuzz_api.py's fuzzing, on a worker with API_TOKENS and METRICS_TOKEN set."""
+    """test_fuzz_api.py's fuzzing, on a worker with API_TOKENS and METRICS_TOKEN set."""
     worker = await start_worker(API_TOKENS=",".join(TOKENS), METRICS_TOKEN=METRICS_TOKEN)
     await producer.send_and_wait(pipeline_env["KAFKA_TOPIC"], model_json, key=MODEL_UID.encode())
     await eventually(

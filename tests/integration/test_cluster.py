@@ -1,4 +1,4 @@
-"""A real 3-broker KRaft cluster (stack.sh cluster-up): topics replicated, a broker's death survived.
+"""A real 3-broker KRaft cluster (stack.sh cluster-up): topics replicated, a broker death survived.
 
 The cluster is the test's own (tests/private_stack.py), on free loopback ports; PostgreSQL is
 the shared one. Every topic of the cluster has 3 replicas and min.insync.replicas=2, and

@@ -9,6 +9,7 @@ speak its protocol: the plain listener is never used by the service.
 from __future__ import annotations
 
 import asyncio
+import functools
 import subprocess
 import sys
 import time
@@ -72,7 +73,7 @@ async def test_worker_send_and_produce_over_a_secured_listener(
     await wait_stored(env["PG_URL"], uids | {MODEL_UID})
     for uid in uids | {MODEL_UID}:
         body = await eventually(
-            lambda: served_from(http, worker, uid, "cache"),
+            functools.partial(served_from, http, worker, uid, "cache"),
             what=f"{uid} served from the cache over {protocol}",
         )
         assert orjson.loads(body)["order_uid"] == uid

@@ -212,7 +212,7 @@ async def test_tail_prints_the_newest_n_messages_with_key_headers_and_value(
     blocks = out.split("--- ")[1:]
     assert out.startswith(f"# {topic}: the newest 4 of its messages, oldest first")
     assert len(blocks) == 4, out
-    for block, i in zip(blocks, range(2, 6)):
+    for block, i in zip(blocks, range(2, 6), strict=True):
         lines = block.splitlines()
         when = datetime.fromtimestamp((base + i * 1000) / 1000, UTC)
         assert lines[0] == (

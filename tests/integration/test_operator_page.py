@@ -33,7 +33,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from harness import REPO_ROOT, Worker, eventually
 from orderstream.order import encode_order, random_orders
 
-from ..browser import Browser, browsers, csp_violations  # noqa: F401 (browsers: a fixture)
+from ..browser import Browser, csp_violations
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -64,7 +64,8 @@ function background(node) {
 }
 const seen = [];
 for (const node of document.querySelectorAll("body *")) {
-  const own = [...node.childNodes].some((c) => c.nodeType === Node.TEXT_NODE && c.textContent.trim());
+  const own = [...node.childNodes]
+    .some((c) => c.nodeType === Node.TEXT_NODE && c.textContent.trim());
   const placeholder = node.matches("input[placeholder]") && !node.value;
   if (!own && !placeholder) continue;
   if (!node.getClientRects().length || node.closest(".visually-hidden")) continue;
@@ -90,9 +91,11 @@ document.addEventListener("visibilitychange",
 """
 VISIBILITY_AND_POLLS = """
 const hidden = window.visibilityChanges.find(([state]) => state === "hidden");
-const shown = window.visibilityChanges.find(([state, at]) => state === "visible" && hidden && at > hidden[1]);
+const shown = window.visibilityChanges
+  .find(([state, at]) => state === "visible" && hidden && at > hidden[1]);
 const polls = performance.getEntriesByType("resource")
-  .filter((entry) => new URL(entry.name).pathname === "/api/pipeline").map((entry) => entry.startTime);
+  .filter((entry) => new URL(entry.name).pathname === "/api/pipeline")
+  .map((entry) => entry.startTime);
 return [[hidden ? hidden[1] : null, shown ? shown[1] : null], polls];
 """
 

@@ -23,7 +23,7 @@ from selenium.webdriver.common.keys import Keys
 
 from harness import eventually
 
-from ..browser import Browser, browsers, csp_violations  # noqa: F401 (browsers: a fixture)
+from ..browser import Browser, csp_violations
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -241,7 +242,7 @@ async def test_restarted_worker_serves_its_cache_without_postgresql(
     worker = await start_worker("restarted", CACHE_STORE=store)
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
     for order in orders:
-        await eventually(lambda: served_from(http, worker, order.order_uid, "cache"))
+        await eventually(functools.partial(served_from, http, worker, order.order_uid, "cache"))
     assert worker.stop() == 0
 
     # With the rows gone from PostgreSQL, only recovered cache state can answer.
@@ -249,7 +250,7 @@ async def test_restarted_worker_serves_its_cache_without_postgresql(
     restarted = await start_worker("restarted", CACHE_STORE=store)
     for order in orders:
         body = await eventually(
-            lambda: served_from(http, restarted, order.order_uid, "cache"),
+            functools.partial(served_from, http, restarted, order.order_uid, "cache"),
             what=f"{order.order_uid} recovered",
         )
         assert body == encode_order(order)
@@ -267,7 +268,7 @@ async def test_empty_cache_warms_up_from_postgresql(
     worker = await start_worker()
     for order in orders:
         body = await eventually(
-            lambda: served_from(http, worker, order.order_uid, "cache"),
+            functools.partial(served_from, http, worker, order.order_uid, "cache"),
             what=f"{order.order_uid} warmed into the cache",
         )
         assert body == encode_order(order)
@@ -307,7 +308,7 @@ async def test_cache_holds_at_most_cache_size_orders_the_newest(
     await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders})
     newest = orders[-5:]
     for order in newest:
-        await eventually(lambda: served_from(http, worker, order.order_uid, "cache"))
+        await eventually(functools.partial(served_from, http, worker, order.order_uid, "cache"))
     sources = [(await lookup(http, worker, o.order_uid))[1]["X-Source"] for o in orders]
     assert sources == ["db"] * 7 + ["cache"] * 5
 
@@ -325,14 +326,14 @@ async def test_evicted_orders_stay_evicted_after_a_changelog_replay(
     worker = await start_worker("replayed", **settings)
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
     for order in orders[-5:]:
-        await eventually(lambda: served_from(http, worker, order.order_uid, "cache"))
+        await eventually(functools.partial(served_from, http, worker, order.order_uid, "cache"))
     assert worker.stop() == 0
     await admin_execute(pipeline_env["PG_URL"], "TRUNCATE orders CASCADE")
 
     restarted = await start_worker("replayed", **settings)
     for order in orders[-5:]:
         await eventually(
-            lambda: served_from(http, restarted, order.order_uid, "cache"),
+            functools.partial(served_from, http, restarted, order.order_uid, "cache"),
             what=f"{order.order_uid} replayed",
         )
     answers = [(await lookup(http, restarted, o.order_uid))[:2] for o in orders[:7]]
@@ -408,7 +409,7 @@ async def test_any_worker_answers_with_the_owners_cache(
     for order in orders:
         for worker in (first, second):
             body = await eventually(
-                lambda: served_from(http, worker, order.order_uid, "cache"),
+                functools.partial(served_from, http, worker, order.order_uid, "cache"),
                 what=f"{order.order_uid} from {worker.url}'s view",
             )
             assert body == encode_order(order)

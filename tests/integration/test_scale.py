@@ -105,7 +105,7 @@ async def settled_assignment(
         owned = [a.partitions for a in found]
         if sorted(p for ps in owned for p in ps) != list(range(PARTITIONS)):
             return None
-        return {w.url: a.partitions for w, a in zip(workers, found)}
+        return {w.url: a.partitions for w, a in zip(workers, found, strict=True)}
 
     return await eventually(
         settled, timeout=timeout, interval=0.2, what="one generation, every partition assigned once"
@@ -201,14 +201,16 @@ async def wait_all_cached(
             every_answer.extend(answers)
         failed = [
             (w.url, u, a.status, a.body[:200])
-            for (w, u), a in zip(pending, answers)
+            for (w, u), a in zip(pending, answers, strict=True)
             if a.status != 200
         ]
         assert not failed, f"{len(failed)} lookups failed, e.g. {failed[:5]}"
-        for (worker, uid), answer in zip(pending, answers):
+        for (worker, uid), answer in zip(pending, answers, strict=True):
             if answer.source == "cache":
                 cached[worker.url, uid] = answer
-        pending = [(w, u) for (w, u), a in zip(pending, answers) if a.source != "cache"]
+        pending = [
+            (w, u) for (w, u), a in zip(pending, answers, strict=True) if a.source != "cache"
+        ]
         if not pending:
             return cached
         assert time.monotonic() < deadline, (
@@ -220,7 +222,9 @@ async def wait_all_cached(
 
 def assert_all_200(pairs: Sequence[tuple[Worker, str]], answers: Sequence[Answer]) -> None:
     failed = [
-        (w.url, u, a.status, a.body[:200]) for (w, u), a in zip(pairs, answers) if a.status != 200
+        (w.url, u, a.status, a.body[:200])
+        for (w, u), a in zip(pairs, answers, strict=True)
+        if a.status != 200
     ]
     assert not failed, f"{len(failed)} of {len(pairs)} lookups failed, e.g. {failed[:5]}"
 
@@ -242,7 +246,7 @@ async def test_three_workers_serve_every_order_from_its_owners_cache_on_any_port
     keys: list[bytes | None] = [
         (o.order_uid.encode(), None, f"wrong-{i}".encode())[i % 3] for i, o in enumerate(orders)
     ]
-    for order, key in zip(orders, keys):
+    for order, key in zip(orders, keys, strict=True):
         await producer.send(topic, encode_order(order), key=key)
     await producer.flush()
     await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders}, timeout=120)

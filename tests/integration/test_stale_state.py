@@ -10,6 +10,7 @@ from the cache after.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ async def serves_every_order(
         assert body == encode_order(order)
     for order in orders:
         body = await eventually(
-            lambda: served_from(http, worker, order.order_uid, "cache"),
+            functools.partial(served_from, http, worker, order.order_uid, "cache"),
             timeout=60,
             what=f"{order.order_uid} cached again",
         )
@@ -76,7 +77,7 @@ async def cache_orders(
         await producer.stop()
     for order in orders:
         await eventually(
-            lambda: served_from(http, worker, order.order_uid, "cache"),
+            functools.partial(served_from, http, worker, order.order_uid, "cache"),
             timeout=60,
             what=f"{order.order_uid} cached",
         )

@@ -137,7 +137,7 @@ async def test_produced_order_is_traced_from_producer_to_lookup(
         hex_id(link["context"]["span_id"]): span for span in batches for link in span["links"]
     }
     # Every produced message's context is linked by a batch span of its trace.
-    for uid, send in sends.items():
+    for send in sends.values():
         batch = linked[hex_id(send["context"]["span_id"])]
         assert hex_id(batch["context"]["trace_id"]) == producer_trace
         assert batch["kind"] == "SpanKind.CONSUMER"

@@ -91,14 +91,15 @@ def test_the_scripts_read_the_file_as_the_service_does(tmp_path: Path) -> None:
         timeout=30,
         check=True,
     )
-    by_script = dict(zip(names, done.stdout.split("\0")))
+    # Every value ends with a NUL, so the split has one empty item more than there are names.
+    by_script = dict(zip(names, done.stdout.split("\0"), strict=False))
 
     service = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import json, os; from orderstream.config import load_env_file; "
-            f"load_env_file(); print(json.dumps({{n: os.environ.get(n, 'unset') for n in {names}}}))",
+            "import json, os; from orderstream.config import load_env_file; load_env_file(); "
+            f"print(json.dumps({{n: os.environ.get(n, 'unset') for n in {names}}}))",
         ],
         cwd=tmp_path,
         env=clean_env(KAFKA_GROUP_ID="from-env"),

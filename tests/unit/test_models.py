@@ -390,7 +390,8 @@ def test_amount_is_goods_total_plus_delivery_cost_plus_custom_fee(order_dict: Or
     exc = rejection(order_dict({"payment.custom_fee": 10}))
 
     assert exc.errors == [
-        "payment.amount: expected 1827 (goods_total 317 + delivery_cost 1500 + custom_fee 10), got 1817"
+        "payment.amount: expected 1827 "
+        "(goods_total 317 + delivery_cost 1500 + custom_fee 10), got 1817"
     ]
 
 

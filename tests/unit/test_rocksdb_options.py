@@ -1,4 +1,4 @@
-"""The cache's RocksDB store (orderstream/cache/store.py): bounded options, and the Faust internals it uses.
+"""The cache's RocksDB store (cache/store.py): bounded options, and the Faust internals it uses.
 
 These run the store in-process on a throwaway Faust app (no services): the options must
 reach the database RocksDB opens (read back from its OPTIONS file), and the private Faust

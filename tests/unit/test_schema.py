@@ -136,7 +136,10 @@ def resolve(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_object(
-    name: str, fields: Sequence[Field], schemas: dict[str, Any], nested: dict[str, str] = {}
+    name: str,
+    fields: Sequence[Field],
+    schemas: dict[str, Any],
+    nested: dict[str, str] | None = None,
 ) -> None:
     schema = schemas[name]
     assert schema["additionalProperties"] is False, name
@@ -155,7 +158,7 @@ def check_object(
             assert prop["maxLength"] == validation.MAX_STRING_LENGTH, (name, key)
         if kind is int and "format" not in constraints and "maximum" not in constraints:
             assert prop["format"] == "int64", (name, key)
-    for key, target in nested.items():
+    for key, target in (nested or {}).items():
         prop = properties[key]
         ref = prop["items"]["$ref"] if prop.get("type") == "array" else prop["$ref"]
         assert ref.endswith("/" + target), (name, key)

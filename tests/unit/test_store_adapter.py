@@ -63,7 +63,7 @@ def test_a_write_without_an_offset_keeps_the_recorded_one(partition_store: Parti
 
 
 def test_faust_memory_store_behaviour_the_adapter_relies_on(tmp_path: Path) -> None:
-    """Pins Faust internals: if this fails, re-check PartitionStore in orderstream/cache/store.py."""
+    """Pins Faust internals: if this fails, check PartitionStore in orderstream/cache/store.py."""
     app = faust.App("adapter-pin", datadir=str(tmp_path), store="memory://")
     table = app.Table("order-cache", key_type=bytes, value_type=bytes, partitions=2)
     store = table.data
