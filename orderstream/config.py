@@ -265,7 +265,7 @@ class Settings:
     pg_url: str = field(
         default="postgres://postgres:postgres@127.0.0.1:5432/orders?sslmode=disable", repr=False
     )
-    kafka_brokers: tuple[str, ...] = ("127.0.0.1:9092",)
+    kafka_brokers: tuple[str, ...] = ("localhost:29092",)
     kafka_topic: str = "orders"
     kafka_group_id: str = "order-svc"
     kafka_partitions: int = 8

@@ -7,7 +7,7 @@
 #        scripts/kafka-tools.sh tail [TOPIC] [N]         the newest N messages: key, headers, value
 #        scripts/kafka-tools.sh kafka-topics|kafka-consumer-groups|kafka-console-consumer|
 #                               kafka-get-offsets ARGS...   the tool itself, connection options added
-# Env:   KAFKA_BROKERS (127.0.0.1:9092), KAFKA_GROUP_ID (order-svc), KAFKA_TOPIC (orders), and the
+# Env:   KAFKA_BROKERS (localhost:29092), KAFKA_GROUP_ID (order-svc), KAFKA_TOPIC (orders), and the
 #        service's KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME,
 #        KAFKA_SASL_PASSWORD, KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE (.env.example),
 #        turned into a client properties file (--command-config). STACK_DIR, KAFKA_LIBS as stack.sh.
@@ -19,7 +19,7 @@ source "$REPO_ROOT/scripts/dotenv.sh"
 load_env_file # ./.env under the environment, as the worker reads it: the same brokers and group
 STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO_ROOT/.stack}")
 KAFKA_LIBS=$(realpath -m "${KAFKA_LIBS:-$STACK_DIR/kafka/libs}")
-BROKERS=${KAFKA_BROKERS:-127.0.0.1:9092}
+BROKERS=${KAFKA_BROKERS:-localhost:29092}
 # Short-lived JVMs: the client compiler only and a small serial heap start them fastest.
 JAVA_OPTS=(-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1
   -Dlog4j2.configurationFile="$REPO_ROOT/scripts/kafka/tools-log4j2.yaml")

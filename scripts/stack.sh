@@ -4,7 +4,7 @@
 #
 # Usage: scripts/stack.sh up|down|status|fetch|logs|pg-stop|pg-start|kafka-stop|kafka-start
 #        scripts/stack.sh cluster-up|cluster-down|cluster-status   (an option: 3 Kafka nodes)
-# Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (9092),
+# Env:   STACK_DIR (default <repo>/.stack), KAFKA_PORT (29092, the port of KAFKA_BROKERS' default localhost:29092),
 #        KAFKA_CONTROLLER_PORT (9093), PG_PORT (5432), KAFKA_LIBS (<STACK_DIR>/kafka/libs),
 #        CLUSTER_KAFKA_PORTS (19092,19093,19094), CLUSTER_CONTROLLER_PORTS (19192,19193,19194)
 #        PG_TLS (off; on: PostgreSQL over TLS, CA in <STACK_DIR>/pg-tls), PG_TLS_CERT_USER
@@ -17,7 +17,7 @@ SCRIPTS=$REPO_ROOT/scripts
 source "$SCRIPTS/dotenv.sh"
 load_env_file  # ./.env of the working directory, under the environment
 STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO_ROOT/.stack}")
-KAFKA_PORT=${KAFKA_PORT:-9092}
+KAFKA_PORT=${KAFKA_PORT:-29092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 PG_PORT=${PG_PORT:-5432}
 

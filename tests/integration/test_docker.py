@@ -165,6 +165,24 @@ def test_kafka_has_an_internal_and_a_host_listener(services: dict[str, Any]) -> 
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, one node
 
 
+def test_one_broker_address_reaches_the_docker_and_the_local_stack(
+    services: dict[str, Any],
+) -> None:
+    """KAFKA_BROKERS' default is compose's host listener and the local stack's port, so a host
+    command (faust send, make producer, a worker) needs no setting against either stack."""
+    (default,) = Settings().kafka_brokers
+    host, _, port = default.partition(":")
+    advertised = environment(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"PLAINTEXT_HOST://{default}" in advertised.split(",")
+    assert (int(port), int(port)) in published_ports(services["kafka"])
+    stack = (REPO_ROOT / "scripts" / "stack.sh").read_text()
+    assert f"KAFKA_PORT=${{KAFKA_PORT:-{port}}}" in stack
+    tools = (REPO_ROOT / "scripts" / "kafka-tools.sh").read_text()
+    assert f"BROKERS=${{KAFKA_BROKERS:-{default}}}" in tools
+    assert f"#KAFKA_BROKERS={default}" in (REPO_ROOT / ".env.example").read_text()
+    assert host == "localhost"
+
+
 def test_postgres_applies_no_sql_of_its_own(services: dict[str, Any]) -> None:
     # The schema is yoyo's (the migrate service), so that it records what it applied: no init
     # scripts that would apply sql/ behind its back on a new volume.

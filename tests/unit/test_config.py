@@ -13,7 +13,7 @@ from orderstream.config import ConfigError, Settings
 GO_DEFAULTS = {  # the Go service's documented defaults, as its environment would spell them
     "HTTP_ADDR": ":8081",
     "PG_URL": "postgres://postgres:postgres@127.0.0.1:5432/orders?sslmode=disable",
-    "KAFKA_BROKERS": "127.0.0.1:9092",
+    "KAFKA_BROKERS": "localhost:29092",
     "KAFKA_TOPIC": "orders",
     "KAFKA_GROUP_ID": "order-svc",
     "CACHE_ENABLED": "true",
@@ -25,7 +25,7 @@ def test_defaults_are_the_go_services() -> None:
     settings = Settings.from_env({})
     assert settings.http_addr == ("0.0.0.0", 8081)
     assert settings.pg_url == GO_DEFAULTS["PG_URL"]
-    assert settings.kafka_brokers == ("127.0.0.1:9092",)
+    assert settings.kafka_brokers == ("localhost:29092",)
     assert (settings.kafka_topic, settings.kafka_group_id) == ("orders", "order-svc")
     assert (settings.cache_enabled, settings.cache_size) == (True, 100_000)
     assert settings == Settings.from_env(GO_DEFAULTS)  # spelling them out changes nothing
