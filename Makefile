@@ -93,8 +93,11 @@ run: setup stack-up migrate
 producer: $(STAMP)
 	$(BIN)/faust -A orderstream produce -n $(N) --interval $(INTERVAL)
 
+# Test files run on TEST_WORKERS processes, a file's tests in one of them (most tests wait on
+# Kafka and PostgreSQL, not on the CPU); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: setup stack-up
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The tests that need no Kafka and no PostgreSQL (tests/unit/).
 test-unit: $(STAMP)
