@@ -319,7 +319,9 @@ async def write_batch(
         with tracing.step("forward", orders=len(batch.misplaced)):
             await forward_to_owner(app, batch.misplaced)
         with tracing.step("store", orders=len(batch.accepted)):
-            written, refused = await store_isolating_rejects(app, batch.accepted)
+            # No remembered miss of these orders outlives their write (cache/negative.py).
+            with app.unknown_orders.storing([item.order.order_uid for item in batch.accepted]):
+                written, refused = await store_isolating_rejects(app, batch.accepted)
             tracing.annotate(written=len(written), refused=len(refused))
         with tracing.step("dead_letter", messages=len(batch.rejected) + len(refused)):
             await dead_letter(

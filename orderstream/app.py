@@ -18,7 +18,7 @@ from faust.transport.consumer import Consumer
 from faust.types import TopicT
 
 from . import agents, commands, kafka_security, kafka_watch, metrics, tables, tracing, views
-from .cache import RecentOrders, store_url
+from .cache import RecentOrders, negative, store_url
 from .config import ConfigError, Settings, load_env_file
 from .logs import logging_config
 from .repo import OrderRepository
@@ -118,6 +118,7 @@ class OrderApp(faust.App):
         self.dead_letter_topic: TopicT
         self.cache_updates_topic: TopicT
         self.recent_orders: RecentOrders
+        self.unknown_orders: negative.UnknownOrders  # the negative cache of lookups
         self.repo = OrderRepository(settings.pg_url, pool_size=settings.pg_pool_size)
         self._batch_producer: AIOKafkaProducer | None = None
 
@@ -187,6 +188,7 @@ def create_app(settings: Settings) -> OrderApp:
     declare_topics(app, settings)
     app.on_rebalance_complete.connect(rewind_uncommitted_partitions)  # type: ignore[arg-type]
     app.recent_orders = tables.declare_cache(app)
+    app.unknown_orders = negative.install(app)
     metrics.install(app)
     agents.register(app)
     commands.register(app)

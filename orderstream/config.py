@@ -274,6 +274,10 @@ class Settings:
     cache_store: str = "rocksdb://"
     cache_size: int = 100_000
     cache_standby_replicas: int = 1
+    # The negative cache of lookups (cache/negative.py): order_uids PostgreSQL did not have,
+    # at most this many, each for this many seconds; 0 turns it off.
+    negative_cache_size: int = 20_000
+    negative_cache_ttl: float = 30.0
     data_dir: Path = Path("orderstream-data")
     batch_size: int = 500
     batch_wait: float = 0.2
@@ -364,6 +368,8 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "cache_store": parse_store,
     "cache_size": parse_positive_int,
     "cache_standby_replicas": parse_non_negative_int,
+    "negative_cache_size": parse_non_negative_int,
+    "negative_cache_ttl": parse_non_negative_float,
     "data_dir": Path,
     "batch_size": parse_positive_int,
     "batch_wait": parse_positive_float,

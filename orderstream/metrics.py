@@ -101,6 +101,12 @@ cache_misses = Counter(
     registry=registry,
 )
 
+negative_cache_hits = Counter(
+    "orderstream_negative_cache_hits",
+    "Order lookups answered 404 from the negative cache (a recent miss), without PostgreSQL.",
+    registry=registry,
+)
+
 http_request_seconds = Histogram(
     "orderstream_http_request_seconds",
     "Time to answer HTTP requests, by route pattern, X-Source (cache, db, none) and status.",

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ORDER_ROUTE = "/order/{order_uid}"
+# X-Source of a 404 answered from the negative cache (a recent miss, cache/negative.py).
+NEGATIVE_SOURCE = "negative-cache"
 
 
 def error_body(message: str, **details: str) -> bytes:
@@ -51,6 +53,7 @@ class OrderLookups:
         self.owners = Owners(app, app.recent_orders.table)
         self.api_tokens = auth.BearerTokens(app.settings.api_tokens)
         self.db_outage = LookupOutage()
+        self.unknown_orders = app.unknown_orders
         self._served_by: str | None = None
 
     def served_by(self) -> str:
@@ -108,12 +111,26 @@ class OrderLookups:
                     metrics.cache_hits.inc()
                     return answer(body, 200, "cache")
                 metrics.cache_misses.inc()
+        unknown, ticket = self.unknown_orders, None
+        if unknown.enabled and not wants_database(request):
+            partition = cache.partition_for(order_uid.encode())
+            if unknown.knows_missing(partition, order_uid):  # cache/negative.py: its rule
+                metrics.negative_cache_hits.inc()
+                return answer(
+                    error_body("order not found", order_uid=order_uid), 404, NEGATIVE_SOURCE
+                )
+            ticket = unknown.reading(partition, order_uid)
+        missing = False  # true only once PostgreSQL has answered that it has no such order
         try:
             body = await self.app.repo.get_body(order_uid)
+            missing = body is None
         except DatabaseUnavailable as exc:
             # The reason names hosts and ports: for the operator's log, not for the client.
             self.db_outage.failed(order_uid, exc)
             return answer(error_body("database unavailable"), 503, "db")
+        finally:
+            if ticket is not None:
+                unknown.read(ticket, missing=missing)
         self.db_outage.answered()
         if body is None:
             return answer(error_body("order not found", order_uid=order_uid), 404, "db")

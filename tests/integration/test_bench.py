@@ -17,7 +17,7 @@ from harness import REPO_ROOT
 
 ORDERS = 200
 PARTS = ("ingest", "lookup", "restart", "memory", "chart")
-KINDS = ("cache", "nocache", "missing")
+KINDS = ("cache", "nocache", "missing", "missing-nocache")
 LOAD_KEYS = ("requests", "seconds", "requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 
 
@@ -121,6 +121,8 @@ async def test_every_part_runs_and_records_complete_results(
     assert cells["cache"]["cache_hits"] > 0 and cells["cache"]["ours"]["non_2xx"] == 0
     assert cells["nocache"]["cache_hits"] == 0
     assert cells["missing"]["ours"]["non_2xx"] > 0  # 404s
+    assert cells["missing"]["negative_cache_hits"] > 0  # a miss answered again without PostgreSQL
+    assert cells["missing-nocache"]["negative_cache_hits"] == 0
 
     restart = results["restart"]["results"]
     assert_positive(
