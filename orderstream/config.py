@@ -98,6 +98,15 @@ def parse_non_negative_int(raw: str) -> int:
     return value
 
 
+def parse_standby_read_max_lag(raw: str) -> int | None:
+    if raw.strip().lower() == "off":
+        return None
+    try:
+        return parse_non_negative_int(raw)
+    except ValueError:
+        raise ValueError("Use a whole number of messages, 0 or more, or off.") from None
+
+
 def parse_positive_float(raw: str) -> float:
     try:
         value = float(raw)
@@ -274,6 +283,8 @@ class Settings:
     cache_store: str = "rocksdb://"
     cache_size: int = 100_000
     cache_standby_replicas: int = 1
+    # Changelog messages a standby copy may lack and still answer a lookup; None: never.
+    standby_read_max_lag: int | None = 0
     # The negative cache of lookups (cache/negative.py): order_uids PostgreSQL did not have,
     # at most this many, each for this many seconds; 0 turns it off.
     negative_cache_size: int = 20_000
@@ -368,6 +379,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "cache_store": parse_store,
     "cache_size": parse_positive_int,
     "cache_standby_replicas": parse_non_negative_int,
+    "standby_read_max_lag": parse_standby_read_max_lag,
     "negative_cache_size": parse_non_negative_int,
     "negative_cache_ttl": parse_non_negative_float,
     "data_dir": Path,

@@ -31,8 +31,16 @@ def declare_order_cache(app: OrderApp) -> faust.Table:
         value_type=bytes,
         partitions=settings.kafka_partitions,
         options=table_options(settings),
+        # A standby applies changes at least every STANDBY_READ_MAX_LAG + 1 messages (Faust's
+        # default: 1,000), so an idle standby copy is within the bound and answers lookups.
+        standby_buffer_size=standby_buffer_size(settings.standby_read_max_lag),
         help="Recent orders by order_uid, as their JSON body.",
     )
+
+
+def standby_buffer_size(max_lag: int | None) -> int | None:
+    """Changelog messages a standby buffers before applying them (None: Faust's default)."""
+    return None if max_lag is None else max_lag + 1
 
 
 def declare_cache(app: OrderApp) -> RecentOrders:

@@ -21,7 +21,9 @@ from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
 
 from . import auth, dead_letter_api, health, metrics, pipeline, tracing, webserver
+from .cache.entry import entry_body
 from .cache.routing import AUTHORIZATION, FORWARDED_HEADER, Owners, ask_owner
+from .cache.standby import StandbyReads
 from .order import ORDER_UID_MAX_LENGTH, is_valid_order_uid
 from .repo import DatabaseUnavailable
 
@@ -45,12 +47,16 @@ def wants_database(request: aioweb.Request) -> bool:
 
 class OrderLookups:
     """GET /order/{order_uid}: from the cache when this worker owns the order's partition and
-    has it, from the owner when another worker does, else from PostgreSQL."""
+    has it; when another worker does, from this worker's standby copy if it is fresh enough
+    (cache/standby.py), else from the owner; else from PostgreSQL."""
 
     def __init__(self, app: OrderApp) -> None:
         self.app = app
         self.cache = app.recent_orders
         self.owners = Owners(app, app.recent_orders.table)
+        self.standbys = StandbyReads(
+            app, app.recent_orders.table, app.settings.standby_read_max_lag
+        )
         self.api_tokens = auth.BearerTokens(app.settings.api_tokens)
         self.db_outage = LookupOutage()
         self.unknown_orders = app.unknown_orders
@@ -96,15 +102,22 @@ class OrderLookups:
             partition = cache.partition_for(key)
             owner = self.owners.other_than_self(partition)
             if owner is not None and FORWARDED_HEADER not in request.headers:
-                routed = await ask_owner(self.app, owner, request)
-                if routed is not None:
-                    metrics.observe_request(
-                        ORDER_ROUTE,
-                        routed.headers.get("X-Source"),
-                        routed.status,
-                        time.perf_counter() - started,
-                    )
-                    return routed
+                standby = await self.standbys.read(partition, key)
+                if standby is None:  # no standby copy here, or not fresh enough: ask the owner
+                    routed = await ask_owner(self.app, owner, request)
+                    if routed is not None:
+                        metrics.observe_request(
+                            ORDER_ROUTE,
+                            routed.headers.get("X-Source"),
+                            routed.status,
+                            time.perf_counter() - started,
+                        )
+                        return routed
+                elif standby.value is not None:
+                    metrics.cache_hits.inc()
+                    return answer(entry_body(standby.value), 200, "cache-standby")
+                else:  # the owner's cache lacks it too (as the bound allows): PostgreSQL
+                    metrics.cache_misses.inc()
             else:
                 body = cache.lookup(partition, key)
                 if body is not None:

@@ -4,7 +4,11 @@ All four read or write the same N orders (the same bytes on the same topic, the 
 - ours: a worker started on the topic and an empty database, until every order is in PostgreSQL
   and in the cache;
 - Kafka floor: a bare aiokafka consumer reading and decoding every message;
-- PostgreSQL floor: OrderRepository.upsert_encoded in batches of BATCH_SIZE, no Kafka;
+- PostgreSQL floor: OrderRepository.upsert_encoded in batches of BATCH_SIZE, no Kafka (the
+  service's statement);
+- COPY floor (lab/pg_floor.py): the fastest durable upsert of the same batches into the same
+  tables, binary COPY into temporary tables then INSERT ... SELECT, on 1 and on 2 connections;
+  and COPY with the service's rules (versions, uids written), the candidate write path;
 - naive: one transaction per order, one INSERT per table and per item, on a sample when N is large.
 """
 
@@ -26,6 +30,7 @@ from orderstream.order.records import Order, decode_order
 from ..lab import Dataset, Lab, count_orders, truncate, write_batches
 from ..lab.flamegraph import Profile
 from ..lab.naive import store_naively
+from ..lab.pg_floor import copy_upsert
 from ..report import REPO_ROOT, Report, show
 
 
@@ -58,7 +63,7 @@ async def run(lab: Lab, args: Namespace) -> Report:
     await truncate(pg_url)
     r["ours"] = await ours(lab, args, dataset, pg_url, topic)
     after = await baselines(lab, dataset, sample, pg_url, topic, args.batch_size)
-    for name in ("kafka_floor", "naive", "pg_floor"):
+    for name in ("kafka_floor", "naive", "pg_floor", *COPY_ROWS):
         runs = [before[name], after[name]]
         r[name] = {
             **max(runs, key=lambda run: run["orders_per_s"]),
@@ -74,6 +79,13 @@ async def run(lab: Lab, args: Namespace) -> Report:
         "ours_to_slower_floor": rate / floors,
         "ours_to_naive": rate / r["naive"]["orders_per_s"],
         "ours_to_faust_floor": rate / r["faust_floor"]["orders_per_s"],
+        "ours_to_copy_floor": rate / r["copy_floor"]["orders_per_s"],
+        "ours_to_copy_floor_2": rate / r["copy_floor_2"]["orders_per_s"],
+        "service_statement_to_copy_floor": r["pg_floor"]["orders_per_s"]
+        / r["copy_floor"]["orders_per_s"],
+        "copy_versioned_to_service_statement": r["copy_versioned"]["orders_per_s"]
+        / r["pg_floor"]["orders_per_s"],
+        "copy_floor_2_to_1": r["copy_floor_2"]["orders_per_s"] / r["copy_floor"]["orders_per_s"],
     }
     if r["naive"]["sample"] < dataset.n:
         report.notes.append(
@@ -150,11 +162,15 @@ async def ours(
     return result
 
 
+# The COPY rows of lab/pg_floor.py: (connections, with the service's rules).
+COPY_ROWS = {"copy_versioned": (1, True), "copy_floor": (1, False), "copy_floor_2": (2, False)}
+
+
 async def baselines(
     lab: Lab, dataset: Dataset, sample: list[Order], pg_url: str, topic: str, batch_size: int
 ) -> dict[str, dict[str, Any]]:
-    """The Kafka floor, the naive design and the PostgreSQL floor, once each; the database
-    ends up holding exactly the dataset."""
+    """The Kafka floor, the naive design, the COPY rows and the PostgreSQL floor, once each;
+    the database ends up holding exactly the dataset, written by the service's statement."""
     result = {"kafka_floor": await kafka_floor(lab.brokers, topic, dataset.n, lab.timeout)}
     await truncate(pg_url)
     naive_s = await store_naively(pg_url, sample)
@@ -164,6 +180,18 @@ async def baselines(
         "orders_per_s": len(sample) / naive_s,
         "extrapolated_s": dataset.n * naive_s / len(sample),
     }
+    encoded = [
+        (uid, body, offset)
+        for offset, (uid, body) in enumerate(zip(dataset.uids, dataset.bodies, strict=True))
+    ]
+    for name, (connections, versioned) in COPY_ROWS.items():
+        await truncate(pg_url)
+        copy_s = await copy_upsert(
+            pg_url, encoded, batch_size, connections=connections, versioned=versioned
+        )
+        if await count_orders(pg_url) != dataset.n:
+            raise RuntimeError(f"{name} did not store every order")
+        result[name] = {"seconds": copy_s, "orders_per_s": dataset.n / copy_s}
     await truncate(pg_url)
     pg_s = await write_batches(pg_url, dataset, batch_size)
     if await count_orders(pg_url) != dataset.n:
@@ -265,6 +293,24 @@ def print_ingest(report: Report) -> None:
             None,
         ],
         [
+            "COPY, versioned: the service's rules",
+            r["copy_versioned"]["orders_per_s"],
+            r["copy_versioned"]["seconds"],
+            None,
+        ],
+        [
+            "COPY floor: 1 connection",
+            r["copy_floor"]["orders_per_s"],
+            r["copy_floor"]["seconds"],
+            None,
+        ],
+        [
+            "COPY floor: 2 connections",
+            r["copy_floor_2"]["orders_per_s"],
+            r["copy_floor_2"]["seconds"],
+            None,
+        ],
+        [
             "Faust: take + ack, nothing else",
             r["faust_floor"]["orders_per_s"],
             r["faust_floor"]["seconds"],
@@ -287,6 +333,12 @@ def print_ingest(report: Report) -> None:
             f"ours/naive = {r['ratios']['ours_to_naive']:.1f}, "
             f"ours/Faust's own = {r['ratios']['ours_to_faust_floor']:.2f} (Faust: not a floor "
             "of the issue's, shown for what Faust's per-message work leaves)",
+            f"upsert_encoded/COPY floor = {r['ratios']['service_statement_to_copy_floor']:.2f}, "
+            f"COPY versioned/upsert_encoded = "
+            f"{r['ratios']['copy_versioned_to_service_statement']:.2f}, "
+            f"COPY floor 2 connections/1 = {r['ratios']['copy_floor_2_to_1']:.2f}, "
+            f"ours/COPY floor = {r['ratios']['ours_to_copy_floor']:.2f} "
+            f"(2 connections: {r['ratios']['ours_to_copy_floor_2']:.2f})",
             f"worker /ready after {o['ready_s']:.1f} s; stored after {o['stored_s']:.1f} s, "
             f"cached after {o['cached_s']:.1f} s (from process start)",
         ],

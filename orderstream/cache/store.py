@@ -1,7 +1,8 @@
 """The cache Table's RocksDB store: bounded memory, and local state that can always be rebuilt.
 
 This is the one module that touches Faust's private store internals (``Store._dbs``,
-``Store._db_for_partition``, ``Store._open_for_partition``, the memory store's dict);
+``Store._db_for_partition``, ``Store._open_for_partition``, the memory store's dict, the
+recovery service's standby partitions and how standby changes and their offset are applied);
 tests/unit/test_rocksdb_options.py pins what it relies on, so a Faust upgrade fails a test rather
 than production. PartitionStore is what the rest of the cache uses: reads and writes of one
 known partition, a partition's changes and its changelog offset in one RocksDB WriteBatch.
@@ -23,14 +24,18 @@ warm-up fills an empty cache from PostgreSQL. A partition whose files cannot be 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 import faust
 import rocksdict
+from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.offset import OffsetRequest
 from faust import stores
 from faust.stores.rocksdb import DB, RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -52,6 +57,9 @@ MAX_OPEN_FILES = 64
 # RocksDB's own info LOG files: a few small ones instead of one per start, unbounded.
 KEEP_LOG_FILE_NUM = 2
 MAX_LOG_FILE_SIZE = MIB // 4
+
+# ListOffsets' timestamp for the end of a partition.
+LATEST_OFFSET = -1
 
 # A change is a key and its new value; None deletes the key.
 Change = tuple[bytes, bytes | None]
@@ -151,6 +159,17 @@ class CacheStore(RocksDBStore):
         db = self._dbs.get(partition)
         return None if db is None else db.get(key)
 
+    def applied_offset(self, partition: int) -> int | None:
+        """The changelog offset the partition's data reflects, if the partition is open.
+
+        Faust's standby recovery writes a batch's changes, then this offset: read before the
+        data, it never claims more than the data holds. Unlike Faust's persisted_offset, a
+        partition that is not open stays closed.
+        """
+        db = self._dbs.get(partition)
+        offset = None if db is None else db.get(self.offset_key)
+        return None if offset is None else int(offset)
+
     def write_in(
         self, partition: int, changes: Sequence[Change], offset: tuple[TP, int] | None = None
     ) -> None:
@@ -249,6 +268,62 @@ class CacheStore(RocksDBStore):
         shutil.rmtree(self.partition_path(partition), ignore_errors=True)
 
 
+def standby_partitions(app: faust.App) -> Set[TP]:
+    """The changelog partitions this worker keeps standby copies of, in this assignment.
+
+    Faust's recovery service keeps the set (cleared and refilled in place on each rebalance),
+    so a lookup tests membership without building a set from the assignor.
+    """
+    return app.tables.recovery.standby_tps  # type: ignore[attr-defined]
+
+
+def fetched_end(app: faust.App, tp: TP) -> int | None:
+    """The changelog partition's end (next offset) as of the consumer's last fetch of it.
+
+    Only a lower bound of the end at any later time; None until the partition is fetched.
+    """
+    end = app.consumer.highwater(tp)
+    return end if isinstance(end, int) else None
+
+
+async def end_offsets(client: AIOKafkaClient, tps: Iterable[TP]) -> dict[TP, int]:
+    """The partitions' ends (next offsets), as their leaders answer a request sent now.
+
+    A ListOffsets request (the latest offset, read uncommitted: the high watermark) through
+    an aiokafka client on the caller's loop: Faust's ``consumer.highwaters`` goes through its
+    consumer thread, whose method queue can hold the call behind a fetch for a second and
+    more. A partition whose leader is unknown or refused is left out (and the client's
+    metadata refreshed).
+    """
+    by_leader: dict[int, dict[str, list[tuple[int, int]]]] = defaultdict(lambda: defaultdict(list))
+    for tp in tps:
+        leader = client.cluster.leader_for_partition(tp)
+        if leader is None or leader == -1:
+            client.add_topic(tp.topic)
+            client.force_metadata_update()
+            continue
+        by_leader[leader][tp.topic].append((tp.partition, LATEST_OFFSET))
+    replies = await asyncio.gather(
+        *(
+            client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
+            for leader, topics in by_leader.items()
+        )
+    )
+    ends: dict[TP, int] = {}
+    for reply in replies:
+        for topic, partitions in reply.topics:
+            for partition, error_code, *found in partitions:
+                if error_code != 0:  # e.g. not the leader any more
+                    client.force_metadata_update()
+                    continue
+                if reply.API_VERSION == 0:
+                    if found[0]:
+                        ends[TP(topic, partition)] = found[0][0]
+                else:
+                    ends[TP(topic, partition)] = found[1]  # (timestamp, offset, ...)
+    return ends
+
+
 class PartitionStore:
     """The table's Faust store, read and written one partition at a time.
 
@@ -265,6 +340,11 @@ class PartitionStore:
         if isinstance(store, CacheStore):
             return store.get_in(partition, key)  # only partitions this worker holds are open
         return store.data.get(key)
+
+    def applied_offset(self, partition: int) -> int | None:
+        """The changelog offset the partition's data reflects (None: unknown, memory store)."""
+        store = self.table.data
+        return store.applied_offset(partition) if isinstance(store, CacheStore) else None
 
     def apply(
         self, partition: int, changes: Sequence[Change], offset: tuple[TP, int] | None = None

@@ -185,8 +185,8 @@ async def test_any_worker_answers_with_the_owners_cache_when_tokens_are_set(
     http: aiohttp.ClientSession,
 ) -> None:
     first, second = (
-        await start_worker(API_TOKENS=",".join(TOKENS)),
-        await start_worker(API_TOKENS=",".join(TOKENS)),
+        await start_worker(API_TOKENS=",".join(TOKENS), STANDBY_READ_MAX_LAG="off"),
+        await start_worker(API_TOKENS=",".join(TOKENS), STANDBY_READ_MAX_LAG="off"),
     )
     orders = list(random_orders(41, 24))
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)

@@ -99,6 +99,8 @@ async def test_every_part_runs_and_records_complete_results(
     assert ingest["ours"]["dead_lettered"] == 0
     assert_positive("ingest.kafka_floor", ingest["kafka_floor"], "seconds", "orders_per_s")
     assert_positive("ingest.pg_floor", ingest["pg_floor"], "seconds", "orders_per_s")
+    for name in ("copy_versioned", "copy_floor", "copy_floor_2"):
+        assert_positive(f"ingest.{name}", ingest[name], "seconds", "orders_per_s")
     assert_positive("ingest.naive", ingest["naive"], "sample", "orders_per_s", "extrapolated_s")
     assert_positive("ingest.faust_floor", ingest["faust_floor"], "seconds", "orders_per_s")
     assert_positive(
@@ -107,6 +109,11 @@ async def test_every_part_runs_and_records_complete_results(
         "ours_to_slower_floor",
         "ours_to_naive",
         "ours_to_faust_floor",
+        "ours_to_copy_floor",
+        "ours_to_copy_floor_2",
+        "service_statement_to_copy_floor",
+        "copy_versioned_to_service_statement",
+        "copy_floor_2_to_1",
     )
 
     cells = {cell["kind"]: cell for cell in results["lookup"]["results"]["cells"]}

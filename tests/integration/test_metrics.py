@@ -155,7 +155,11 @@ async def test_a_routed_lookup_is_timed_where_asked_and_counted_as_a_hit_by_the_
     producer: AIOKafkaProducer,
     http: aiohttp.ClientSession,
 ) -> None:
-    owner, asked = await start_worker(), await start_worker()
+    # Forwarded, not answered from the asked worker's standby copy (STANDBY_READ_MAX_LAG).
+    owner, asked = (
+        await start_worker(STANDBY_READ_MAX_LAG="off"),
+        await start_worker(STANDBY_READ_MAX_LAG="off"),
+    )
     orders = list(random_orders(43, 20))
     for order in orders:
         await producer.send(

@@ -402,7 +402,11 @@ async def test_any_worker_answers_with_the_owners_cache(
     producer: AIOKafkaProducer,
     http: aiohttp.ClientSession,
 ) -> None:
-    first, second = await start_worker(), await start_worker()
+    # Forwarding: standby copies (STANDBY_READ_MAX_LAG) are tested in test_scale.py.
+    first, second = (
+        await start_worker(STANDBY_READ_MAX_LAG="off"),
+        await start_worker(STANDBY_READ_MAX_LAG="off"),
+    )
     orders = list(random_orders(29, 40))
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
     await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders})

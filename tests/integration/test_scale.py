@@ -26,9 +26,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from harness import Worker, eventually
 from orderstream.order.generator import random_orders
 from orderstream.order.partitioning import partition_of
-from orderstream.order.records import Order, encode_order
+from orderstream.order.records import Order, encode_order, order_from_dict
 
-from .test_pipeline import lookup, row_counts, stored_uids, wait_stored
+from .test_pipeline import lookup, row_counts, served_from, stored_uids, wait_stored
 
 T = TypeVar("T")
 
@@ -238,7 +238,8 @@ async def test_three_workers_serve_every_order_from_its_owners_cache_on_any_port
     producer: AIOKafkaProducer,
     http: aiohttp.ClientSession,
 ) -> None:
-    workers = await start_workers(start_worker, ["a", "b", "c"])
+    # Forwarding to the owner: standby copies would answer some lookups themselves (tested below).
+    workers = await start_workers(start_worker, ["a", "b", "c"], STANDBY_READ_MAX_LAG="off")
     orders = list(random_orders(101, 3000))
     topic = pipeline_env["KAFKA_TOPIC"]
     # A third keyed by order_uid, a third without a key, a third with a wrong key: the
@@ -471,3 +472,233 @@ async def test_worker_refuses_an_orders_topic_with_another_partition_count(
     assert code != 0, worker.log_tail()
     log = worker.log()
     assert "KAFKA_PARTITIONS" in log and repr(topic) in log, worker.log_tail()
+
+
+# --- standby reads (cache/standby.py) -----------------------------------------------------
+
+
+def owner_and_standby(
+    owners: dict[str, frozenset[int]], workers: Sequence[Worker], partition: int
+) -> tuple[Worker, Worker]:
+    """Of two workers, the one owning ``partition`` and the other (its standby)."""
+    owner = next(w for w in workers if partition in owners[w.url])
+    return owner, next(w for w in workers if w is not owner)
+
+
+async def wait_all_from(
+    http: aiohttp.ClientSession,
+    expected: Sequence[tuple[Worker, str, str]],
+    *,
+    timeout: float,
+) -> list[Answer]:
+    """Ask each (worker, uid, source) until it answers 200 from that X-Source; the answers."""
+    deadline = time.monotonic() + timeout
+    pending = list(range(len(expected)))
+    done: dict[int, Answer] = {}
+    while pending:
+        answers = await ask_all(http, [expected[i][:2] for i in pending])
+        last = dict(zip(pending, answers, strict=True))
+        for i, answer in last.items():
+            if answer.status == 200 and answer.source == expected[i][2]:
+                done[i] = answer
+        pending = [i for i in pending if i not in done]
+        assert time.monotonic() < deadline, (
+            f"{len(pending)} of {len(expected)} lookups not from their expected source after "
+            f"{timeout:.0f}s, e.g. "
+            + str(
+                [
+                    (expected[i][0].url, *expected[i][1:], last[i].status, last[i].source)
+                    for i in pending[:5]
+                ]
+            )
+        )
+        await asyncio.sleep(0.2)
+    return [done[i] for i in range(len(expected))]
+
+
+async def test_two_workers_answer_each_others_orders_from_their_standby_copies(
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
+    workers = await start_workers(start_worker, ["a", "b"])  # 1 standby replica, bound 0
+    orders = list(random_orders(109, 400))
+    for order in orders:
+        await producer.send(
+            pipeline_env["KAFKA_TOPIC"], encode_order(order), key=order.order_uid.encode()
+        )
+    await producer.flush()
+    await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders}, timeout=120)
+    owners = await settled_assignment(http, workers)
+
+    # Each worker answers every lookup itself: from its own partitions' cache, or from its
+    # standby copy of the other worker's; nothing is forwarded.
+    expected = [
+        (
+            worker,
+            o.order_uid,
+            "cache"
+            if partition_of(o.order_uid.encode(), PARTITIONS) in owners[worker.url]
+            else "cache-standby",
+        )
+        for o in orders
+        for worker in workers
+    ]
+    answers = await wait_all_from(http, expected, timeout=60)
+    assert await settled_assignment(http, workers) == owners, "the group rebalanced meanwhile"
+    bodies = {o.order_uid: encode_order(o) for o in orders}
+    for (worker, uid, _), answer in zip(expected, answers, strict=True):
+        assert (answer.body, answer.served_by) == (bodies[uid], worker.url), (worker.url, uid)
+    assert sum(source == "cache-standby" for _, _, source in expected) == len(orders)
+
+
+def city_version(body: bytes) -> int:
+    """The version number a test wrote into an order's delivery city ("City 12": 12)."""
+    return int(orjson.loads(body)["delivery"]["city"].removeprefix("City "))
+
+
+async def test_a_standby_answer_is_never_older_than_the_owners_when_the_lookup_arrived(
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+    order_dict: Callable[..., dict[str, Any]],
+) -> None:
+    """STANDBY_READ_MAX_LAG=0 (the default), while the order's partition is written to.
+
+    The owner applies a change to its cache only once the changelog has it, so when the owner
+    answers version v from its cache, the changelog's end is past v's change. A lookup sent
+    to the standby after that answer arrives later still: with the bound 0, a standby
+    answer must then be v or newer; a standby that is behind must forward instead.
+    """
+    workers = await start_workers(start_worker, ["a", "b"])
+    owners = await settled_assignment(http, workers)
+    uid = "standby-versioned"
+    partition = partition_of(uid.encode(), PARTITIONS)
+    owner, standby = owner_and_standby(owners, workers, partition)
+    topic = pipeline_env["KAFKA_TOPIC"]
+    noise = [
+        o
+        for o in random_orders(113, 12_000)
+        if partition_of(o.order_uid.encode(), PARTITIONS) == partition
+    ]
+
+    def version(n: int) -> bytes:
+        return encode_order(
+            order_from_dict(order_dict({"order_uid": uid, "delivery.city": f"City {n}"}))
+        )
+
+    await producer.send_and_wait(topic, version(0), key=uid.encode())
+    await eventually(
+        lambda: served_from(http, owner, uid, "cache"), timeout=60, what="version 0 cached"
+    )
+
+    versions = 300
+
+    async def write() -> None:
+        """New versions of the order, with other orders of its partition in between."""
+        per_version = len(noise) // versions
+        for n in range(1, versions + 1):
+            await producer.send(topic, version(n), key=uid.encode())
+            for other in noise[(n - 1) * per_version : n * per_version]:
+                await producer.send(topic, encode_order(other), key=other.order_uid.encode())
+            await asyncio.sleep(0.01)
+        await producer.flush()
+
+    checks: list[tuple[int, Answer]] = []  # (owner's version just before, standby's answer)
+    writing = asyncio.create_task(write())
+    try:
+        while not writing.done():
+            asked_owner = await ask(http, owner, uid)
+            if (asked_owner.status, asked_owner.source, asked_owner.served_by) != (
+                200,
+                "cache",
+                owner.url,
+            ):
+                continue
+            checks.append((city_version(asked_owner.body), await ask(http, standby, uid)))
+        await writing
+    finally:
+        writing.cancel()
+
+    assert all(answer.status == 200 for _, answer in checks), checks[:5]
+    from_standby = [(v, a) for v, a in checks if a.source == "cache-standby"]
+    forwarded = [(v, a) for v, a in checks if a.served_by == owner.url]
+    older = [(v, city_version(a.body)) for v, a in from_standby if city_version(a.body) < v]
+    assert not older, f"standby answers older than the owner's before them: {older[:5]}"
+    assert all(a.served_by == standby.url for _, a in from_standby)
+    assert len(from_standby) + len(forwarded) == len(checks), [a.source for _, a in checks]
+    print(
+        f"\n[scale] standby reads while the partition is written to: {len(checks)} lookups "
+        f"of the standby, {len(from_standby)} answered from its copy (none older than the "
+        f"owner's answer just before), {len(forwarded)} forwarded to the owner"
+    )
+    assert from_standby, "no lookup was answered from the standby copy"
+    # Once the owner has cached the last version, the standby catches up and answers it.
+    newest = version(versions)
+
+    async def answers_newest(worker: Worker, source: str) -> bool:
+        return await served_from(http, worker, uid, source) == newest
+
+    await eventually(lambda: answers_newest(owner, "cache"), timeout=60, what="the last version")
+    await eventually(
+        lambda: answers_newest(standby, "cache-standby"), timeout=60, what="the standby's copy"
+    )
+
+
+async def test_a_standby_further_behind_than_the_bound_forwards_until_it_catches_up(
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    http: aiohttp.ClientSession,
+) -> None:
+    """A burst of 40,000 changes lands in the changelog at once: the lookup that follows
+    finds the standby copy far beyond STANDBY_READ_MAX_LAG behind, and is forwarded."""
+    workers = await start_workers(start_worker, ["a", "b"], STANDBY_READ_MAX_LAG="100")
+    owners = await settled_assignment(http, workers)
+    # Enough orders that each partition's standby has applied some (it applies every 101).
+    orders = list(random_orders(127, 2000))
+    for each in orders:
+        await producer.send(
+            pipeline_env["KAFKA_TOPIC"], encode_order(each), key=each.order_uid.encode()
+        )
+    await producer.flush()
+    await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders}, timeout=120)
+    order = orders[0]  # among the first changes of its partition: applied by the standby
+    uid = order.order_uid
+    partition = partition_of(uid.encode(), PARTITIONS)
+    owner, standby = owner_and_standby(owners, workers, partition)
+    await eventually(
+        lambda: served_from(http, standby, uid, "cache-standby"),
+        timeout=60,
+        what="a standby answer",
+    )
+
+    # Deletions of keys no order has, in one record batch: the broker's end jumps by 40,000
+    # at once, and the standby applies them one by one (its buffer is the bound + 1).
+    changelog = f"{pipeline_env['KAFKA_GROUP_ID']}-order-cache-changelog"
+    burst = AIOKafkaProducer(
+        bootstrap_servers=pipeline_env["KAFKA_BROKERS"], max_batch_size=900_000, acks="all"
+    )
+    await burst.start()
+    try:
+        batch = burst.create_batch()
+        count = 0
+        while batch.append(key=f"absent-{count}".encode(), value=None, timestamp=None):
+            count += 1
+            if count == 40_000:
+                break
+        await (await burst.send_batch(batch, changelog, partition=partition))
+    finally:
+        await burst.stop()
+    assert count == 40_000
+
+    behind = await ask(http, standby, uid)
+    assert (behind.status, behind.source, behind.served_by) == (200, "cache", owner.url)
+    body = await eventually(
+        lambda: served_from(http, standby, uid, "cache-standby"),
+        timeout=60,
+        what="the standby caught up and answering again",
+    )
+    assert body == encode_order(order)

@@ -190,8 +190,9 @@ async def test_forwarded_lookup_continues_the_trace_on_the_owner(
     http: aiohttp.ClientSession,
     producer: AIOKafkaProducer,
 ) -> None:
-    first = await start_worker(**CONSOLE)
-    second = await start_worker(**CONSOLE)
+    # Forwarded, not answered from the asked worker's standby copy (STANDBY_READ_MAX_LAG).
+    first = await start_worker(**CONSOLE, STANDBY_READ_MAX_LAG="off")
+    second = await start_worker(**CONSOLE, STANDBY_READ_MAX_LAG="off")
     orders = list(random_orders(21, 8))
     for order in orders:
         await producer.send(
