@@ -1,14 +1,16 @@
 """Lookup: HTTP load on a worker with N cached orders, beside a bare aiohttp server (the floor).
 
-Cells: cached ids, the same ids with `?nocache=1` (PostgreSQL), unknown ids (404: after the first
-miss of each, from the negative cache), unknown ids with `?nocache=1` (every miss from
-PostgreSQL), each at every connection count, for a fixed time. The floor answers the same bodies
-from a dict; a `?nocache=1` cell is compared with the floor's cell of the same ids, since the
-floor has only one way to answer.
+Cells: cached ids, the same ids with `?nocache=1` (PostgreSQL), unknown ids (404: new ones, each
+looked up once just before the cell, so answered from the negative cache as a repeated unknown id
+is within NEGATIVE_CACHE_TTL), unknown ids with `?nocache=1` (every miss read from PostgreSQL, as
+a new unknown id is), each at every connection count, for a fixed time. The floor answers the same
+bodies from a dict; a `?nocache=1` cell is compared with the floor's cell of the same ids, since
+the floor has only one way to answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from argparse import Namespace
@@ -41,6 +43,10 @@ MISSING_IDS = 10_000
 
 
 async def run(lab: Lab, args: Namespace) -> Report:
+    if args.workers > 1:  # 1 worker vs N workers, cached ids only
+        from . import lookup_workers
+
+        return await lookup_workers.run(lab, args)
     wrk = find_wrk() if args.load_generator in ("auto", "wrk") else None
     if args.load_generator == "wrk" and wrk is None:
         raise RuntimeError("--load-generator wrk: wrk is not installed (apt-get install wrk)")
@@ -87,6 +93,9 @@ async def run(lab: Lab, args: Namespace) -> Report:
                     if args.profile and kind != "missing" and connections == max(args.connections)
                     else None
                 )
+                if kind == "missing":  # new ids, each missed once just before: repeats
+                    ids["missing"] = new_missing_ids(files["missing"])
+                    await miss_once(lab, worker.url, ids["missing"])
                 cell = {
                     "kind": kind,
                     "connections": connections,
@@ -141,18 +150,35 @@ async def measure_ours(
     }
 
 
+def new_missing_ids(path: Path) -> list[str]:
+    """Ids no order has, written to ``path`` for wrk (new ones: not remembered yet)."""
+    missing = [f"{uuid4().hex}miss" for _ in range(MISSING_IDS)]
+    path.write_text("\n".join(missing) + "\n")
+    return missing
+
+
+async def miss_once(lab: Lab, base_url: str, uids: list[str], concurrency: int = 32) -> None:
+    """Look every id up once, so the worker's negative cache knows them (NEGATIVE_CACHE_TTL)."""
+    queue = iter(uids)
+
+    async def client() -> None:
+        for uid in queue:
+            async with lab.http.get(f"{base_url}/order/{uid}") as reply:
+                await reply.read()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+
+
 def write_inputs(directory: Path, uids: list[str], bodies: list[bytes]) -> dict[str, Any]:
     """Id files for wrk and the floor's bodies (`uid<TAB>body` lines)."""
     directory.mkdir(parents=True)
-    missing = [f"{uuid4().hex}miss" for _ in range(MISSING_IDS)]
     files: dict[str, Any] = {
         "cached": directory / "cached.txt",
         "missing": directory / "missing.txt",
         "bodies": directory / "bodies.tsv",
-        "missing_ids": missing,
     }
+    files["missing_ids"] = new_missing_ids(files["missing"])
     files["cached"].write_text("\n".join(uids) + "\n")
-    files["missing"].write_text("\n".join(missing) + "\n")
     files["bodies"].write_bytes(
         b"".join(
             uid.encode() + b"\t" + body + b"\n" for uid, body in zip(uids, bodies, strict=True)
@@ -230,8 +256,8 @@ def print_lookup(report: Report) -> None:
             *report.notes,
             "nocache is compared with the floor's cached cell: "
             "the floor answers every id from its dict",
-            "missing-nocache (every miss read from PostgreSQL) is compared with the floor's "
-            "missing cell; missing is answered from the negative cache after each id's first miss",
+            "missing: each id looked up once just before the cell (a repeat: negative cache); "
+            "missing-nocache: every miss read from PostgreSQL, compared with the floor's missing",
             f"worker restarted with its cache full: /ready after "
             f"{report.results['worker']['restart_ready_s']:.1f} s",
         ],
