@@ -15,8 +15,9 @@ key had ended and no write of it began before the read ended: a remembered miss 
 that was true when it was remembered, and it is dropped as soon as a write of the key begins.
 
 Bounded: at most ``size`` order_uids (least recently used evicted), each for ``ttl`` seconds.
-The TTL bounds the one case the rule cannot see: a worker stalled past its Kafka session,
-whose partitions another worker took over before this one noticed the rebalance.
+The TTL bounds what the rule cannot see: a worker stalled past its Kafka session, whose
+partitions another worker took over before this one noticed the rebalance, and an order written
+to PostgreSQL by anything but the service's store path.
 """
 
 from __future__ import annotations
