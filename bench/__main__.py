@@ -94,6 +94,19 @@ def parser() -> argparse.ArgumentParser:
         help="lookup: concurrent connections, one cell each",
     )
     p.add_argument(
+        "--workers",
+        type=positive(int),
+        default=1,
+        help="lookup: with N > 1, cached ids on 1 worker and on N workers of one group, "
+        "alternating, the connections split over their ports (bench/parts/lookup_workers.py)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=positive(int),
+        default=2,
+        help="lookup --workers N: rounds of (1 worker, N workers) in one run",
+    )
+    p.add_argument(
         "--load-generator",
         choices=("auto", "wrk", "python"),
         default="auto",

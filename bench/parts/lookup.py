@@ -43,6 +43,10 @@ MISSING_IDS = 10_000
 
 
 async def run(lab: Lab, args: Namespace) -> Report:
+    if args.workers > 1:  # 1 worker vs N workers, cached ids only
+        from . import lookup_workers
+
+        return await lookup_workers.run(lab, args)
     wrk = find_wrk() if args.load_generator in ("auto", "wrk") else None
     if args.load_generator == "wrk" and wrk is None:
         raise RuntimeError("--load-generator wrk: wrk is not installed (apt-get install wrk)")
