@@ -128,6 +128,8 @@ class StandbyReads:
         if max_lag is None:
             return None
         tp = self._tp(partition)
+        if tp not in standby_partitions(self.app):
+            return None
         known = self._lag(tp, fetched_end(self.app, tp))
         if known is None or known > max_lag:
             return None  # not a standby here, or behind already at the last fetch

@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.offset import OffsetRequest
 from faust import stores
+from faust.exceptions import ConsumerNotStarted
 from faust.stores.rocksdb import DB, RocksDBOptions
 from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
@@ -282,7 +283,10 @@ def fetched_end(app: faust.App, tp: TP) -> int | None:
 
     Only a lower bound of the end at any later time; None until the partition is fetched.
     """
-    end = app.consumer.highwater(tp)
+    try:
+        end = app.consumer.highwater(tp)
+    except (AssertionError, ConsumerNotStarted):  # aiokafka asserts the tp is assigned to it
+        return None  # not (yet, or any more) in this worker's assignment
     return end if isinstance(end, int) else None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer.fetcher import Fetcher
 from faust.events import Event
 from faust.stores.rocksdb import Store as RocksDBStore
@@ -88,9 +89,13 @@ def test_faust_behaviour_standby_reads_rely_on(app_and_table: tuple[faust.App, A
     app.tables.recovery.add_standby(table, tp)
     assert standby_partitions(app) is standbys and tp in standbys
     assert "self.standby_tps.clear()" in inspect.getsource(recovery.Recovery.on_rebalance)
-    # The consumer's highwater is aiokafka's end as of its last fetch (a lower bound).
+    # The consumer's highwater is aiokafka's end as of its last fetch (a lower bound), and
+    # asserts the partition is assigned (during a rebalance a standby may not be yet).
     thread = faust_aiokafka.AIOKafkaConsumerThread
     assert "self._ensure_consumer().highwater(tp)" in inspect.getsource(thread.highwater)
+    assert "assert self._subscription.is_assigned(partition)" in inspect.getsource(
+        AIOKafkaConsumer.highwater
+    )
     # end_offsets sends ListOffsets as aiokafka's own fetcher does (replica -1, isolation
     # level, topics) and reads the offset after the timestamp from v1 on.
     fetcher = inspect.getsource(Fetcher._proc_offset_request)
