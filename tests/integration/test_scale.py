@@ -433,7 +433,8 @@ async def test_a_fourth_worker_joins_mid_stream_and_lookups_never_fail(
     slowest = max(during, key=lambda a: a.seconds)
     worst_url, worst = max(log.answers, key=lambda entry: entry[1].seconds)
     sources = {
-        source: sum(a.source == source for _, a in log.answers) for source in ("cache", "db")
+        source: sum(a.source == source for _, a in log.answers)
+        for source in ("cache", "cache-standby", "db")
     }
     print(
         f"\n[scale] a 4th worker joined mid-stream: {len(log.answers)} lookups, all 200 "
