@@ -12,7 +12,6 @@ import asyncio
 import functools
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from harness import REPO_ROOT, Worker, eventually
-from orderstream.migrations import migrate_database
 from orderstream.order.generator import random_orders
 
-from ..conftest import SQL_DIR
 from ..private_stack import PrivateStack
 from .test_fuzz_api import fuzz
 from .test_pipeline import publish, wait_stored
@@ -212,18 +209,6 @@ async def test_any_worker_answers_with_the_owners_cache_when_tokens_are_set(
     assert len(set().union(*answered_by.values())) == 2, "no lookup was forwarded"
     for worker in (first, second):
         assert "refused the token" not in worker.log()
-
-
-@pytest.fixture
-async def own_database(tmp_path: Path) -> AsyncIterator[PrivateStack]:
-    """A PostgreSQL server of this test's own, migrated, to stop."""
-    stack = PrivateStack(tmp_path / "stack")
-    await asyncio.to_thread(stack.pg_up)
-    try:
-        await asyncio.to_thread(migrate_database, stack.pg_url, SQL_DIR)
-        yield stack
-    finally:
-        await asyncio.to_thread(stack.down)
 
 
 async def test_a_lookup_during_a_database_outage_names_no_host(

@@ -8,8 +8,7 @@ never a 500 or a text page.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -18,27 +17,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from harness import Worker
-from orderstream.migrations import migrate_database
 from orderstream.order.generator import random_orders
 from orderstream.order.records import Order
 
-from ..conftest import SQL_DIR
 from ..private_stack import PrivateStack
 from .test_pipeline import publish, row_counts, wait_stored
 
 LOOKUP_INTERVAL = 0.01
-
-
-@pytest.fixture
-async def own_database(tmp_path: Path) -> AsyncIterator[PrivateStack]:
-    """A PostgreSQL server of this test's own, migrated, that the test may restart at will."""
-    stack = PrivateStack(tmp_path / "stack")
-    await asyncio.to_thread(stack.pg_up)
-    try:
-        await asyncio.to_thread(migrate_database, stack.pg_url, SQL_DIR)
-        yield stack
-    finally:
-        await asyncio.to_thread(stack.down)
 
 
 class Lookups:

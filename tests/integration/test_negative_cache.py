@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,27 +12,13 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from harness import Worker, eventually
-from orderstream.migrations import migrate_database
 from orderstream.order.generator import random_orders
 from orderstream.order.records import Order
 
-from ..conftest import SQL_DIR
 from ..private_stack import PrivateStack
 from .test_pipeline import lookup, publish, wait_stored
 
 NEGATIVE = "negative-cache"
-
-
-@pytest.fixture
-async def own_database(tmp_path: Path) -> AsyncIterator[PrivateStack]:
-    """A PostgreSQL server of this test's own, migrated, that the test may stop."""
-    stack = PrivateStack(tmp_path / "stack")
-    await asyncio.to_thread(stack.pg_up)
-    try:
-        await asyncio.to_thread(migrate_database, stack.pg_url, SQL_DIR)
-        yield stack
-    finally:
-        await asyncio.to_thread(stack.down)
 
 
 async def source_of(http: aiohttp.ClientSession, worker: Worker, uid: str) -> str | None:

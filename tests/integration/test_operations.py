@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
 import orjson
 from aiokafka import AIOKafkaProducer
+from yarl import URL
 
 from harness import Worker, eventually
 
-from .test_pipeline import stack
+from ..private_stack import PrivateStack
 
 
 async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
@@ -54,22 +56,23 @@ async def test_ready_waits_for_the_group_and_recovery_while_health_answers(
 
 
 async def test_ready_fails_while_postgresql_is_down_and_health_does_not(
-    start_worker: Any, http: aiohttp.ClientSession
+    start_worker: Any, http: aiohttp.ClientSession, own_database: PrivateStack
 ) -> None:
-    worker = await start_worker()
+    worker = await start_worker(PG_URL=own_database.pg_url)
     await eventually(lambda: status_of(http, f"{worker.url}/ready", 200), what="ready")
-    await stack("pg-stop")
+    await asyncio.to_thread(own_database.pg_stop)
     try:
         status, body = await get_json(http, f"{worker.url}/ready")
         assert status == 503
         assert body["checks"]["postgresql"]["ok"] is False
         # Says what failed, not where: an open endpoint names no host or port.
         assert body["checks"]["postgresql"]["detail"].startswith("PostgreSQL does not answer (")
-        assert "127.0.0.1" not in str(body) and "5432" not in str(body)
+        port = str(URL(own_database.pg_url).port)
+        assert "127.0.0.1" not in str(body) and port not in str(body)
         assert body["checks"]["kafka_assignment"]["ok"] is True
         assert (await get_json(http, f"{worker.url}/health"))[0] == 200
     finally:
-        await stack("pg-start")
+        await asyncio.to_thread(own_database.pg_up)
     await eventually(lambda: status_of(http, f"{worker.url}/ready", 200), what="ready again")
 
 

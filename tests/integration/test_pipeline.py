@@ -15,11 +15,13 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from harness import REPO_ROOT, Worker, admin_execute, eventually, orderstream_command
+from harness import Worker, admin_execute, eventually, orderstream_command
 from orderstream.order.generator import random_order, random_orders
 from orderstream.order.records import Order, encode_order, order_from_dict
 from orderstream.repo import OrderRepository
 from orderstream.shutdown import EXIT_UNFINISHED
+
+from ..private_stack import PrivateStack
 
 MODEL_UID = "b563feb7b2b84b6test"
 
@@ -341,10 +343,14 @@ async def test_evicted_orders_stay_evicted_after_a_changelog_replay(
 
 
 async def test_postgresql_outage_pauses_consumption_and_loses_nothing(
-    start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    own_database: PrivateStack,
 ) -> None:
     orders = list(random_orders(23, 300))
-    worker = await start_worker(DB_RETRY_MAX="1")
+    database = own_database.pg_url
+    worker = await start_worker(PG_URL=database, DB_RETRY_MAX="1")
     topic = pipeline_env["KAFKA_TOPIC"]
 
     async def produce_slowly() -> None:
@@ -354,18 +360,18 @@ async def test_postgresql_outage_pauses_consumption_and_loses_nothing(
         await producer.flush()
 
     producing = asyncio.create_task(produce_slowly())
-    await wait_stored(pipeline_env["PG_URL"], {orders[20].order_uid})
-    await stack("pg-stop")
+    await wait_stored(database, {orders[20].order_uid})
+    await asyncio.to_thread(own_database.pg_stop)
     try:
         await eventually(
             lambda: logged(worker, "PostgreSQL unavailable"), timeout=30, what="the outage logged"
         )
         await asyncio.sleep(3)  # keep PostgreSQL down while orders keep arriving
     finally:
-        await stack("pg-start")
+        await asyncio.to_thread(own_database.pg_up)
     await producing
-    await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders}, timeout=90)
-    counts = await row_counts(pipeline_env["PG_URL"])
+    await wait_stored(database, {o.order_uid for o in orders}, timeout=90)
+    counts = await row_counts(database)
     assert counts["orders"] == counts["payments"] == counts["deliveries"] == len(orders)
     assert counts["items"] == sum(len(o.items) for o in orders)
     log = worker.log()
@@ -375,13 +381,6 @@ async def test_postgresql_outage_pauses_consumption_and_loses_nothing(
 
 async def logged(worker: Worker, text: str) -> bool:
     return text in worker.log()
-
-
-async def stack(command: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        "bash", str(REPO_ROOT / "scripts" / "stack.sh"), command
-    )
-    assert await process.wait() == 0, f"stack.sh {command} failed"
 
 
 async def test_produce_command_publishes_valid_orders_that_get_stored(
@@ -454,11 +453,15 @@ async def test_sigterm_mid_stream_exits_cleanly_and_a_restart_loses_nothing(
 
 
 async def test_sigterm_during_an_outage_exits_without_committing_the_batch(
-    start_worker: Any, pipeline_env: dict[str, str], producer: AIOKafkaProducer
+    start_worker: Any,
+    pipeline_env: dict[str, str],
+    producer: AIOKafkaProducer,
+    own_database: PrivateStack,
 ) -> None:
     orders = list(random_orders(37, 50))
-    worker = await start_worker("stopped", SHUTDOWN_TIMEOUT="3")
-    await stack("pg-stop")
+    database = own_database.pg_url
+    worker = await start_worker("stopped", PG_URL=database, SHUTDOWN_TIMEOUT="3")
+    await asyncio.to_thread(own_database.pg_stop)
     try:
         await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
         await eventually(
@@ -466,6 +469,6 @@ async def test_sigterm_during_an_outage_exits_without_committing_the_batch(
         )
         assert await asyncio.to_thread(worker.stop) == EXIT_UNFINISHED
     finally:
-        await stack("pg-start")
-    await start_worker("stopped")
-    await wait_stored(pipeline_env["PG_URL"], {o.order_uid for o in orders})
+        await asyncio.to_thread(own_database.pg_up)
+    await start_worker("stopped", PG_URL=database)
+    await wait_stored(database, {o.order_uid for o in orders})
