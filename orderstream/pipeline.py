@@ -22,14 +22,14 @@ import aiohttp
 import orjson
 from aiohttp import web as aioweb
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, for_code
-from aiokafka.protocol.offset import OffsetRequest, OffsetResetStrategy
-from aiokafka.structs import TopicPartition
+from aiokafka.errors import KafkaError
+from faust.types import TP
 from prometheus_client import Counter
 from yarl import URL
 
 from . import auth, health, metrics
 from .cache.routing import AUTHORIZATION, is_same_worker
+from .cache.store import EARLIEST_OFFSET, end_offsets
 from .order import format_timestamp
 from .repo import DatabaseUnavailable
 
@@ -102,28 +102,16 @@ class FlowSampler:
 async def message_count(client: AIOKafkaClient, topic: str) -> int:
     """Messages in ``topic`` now: the sum of its partitions' end - start offsets.
 
-    Asked of each partition's leader with a ListOffsets request on the app's own client (the
+    Asked of each partition's leader with ListOffsets requests on the app's own client (the
     batch producer's): no consumer, no group membership, partitions assigned to nobody too.
     """
     await client.add_topic(topic)  # resolves once the metadata knows the topic
-    partitions = client.cluster.partitions_for_topic(topic) or set()
-    by_leader: dict[int, list[int]] = {}
-    for partition in partitions:
-        leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
-        if leader is None or leader < 0:
-            raise KafkaError(f"no leader for {topic}/{partition}")
-        by_leader.setdefault(leader, []).append(partition)
-    total = 0
-    for leader, numbers in by_leader.items():
-        for sign, strategy in ((1, OffsetResetStrategy.LATEST), (-1, OffsetResetStrategy.EARLIEST)):
-            request = OffsetRequest(-1, 0, [(topic, [(p, strategy) for p in numbers])])
-            response = await client.send(leader, request)
-            for _, rows in response.topics:
-                for _, error_code, *_, offset in rows:  # v1+: partition, error, timestamp, offset
-                    if error_code:
-                        raise for_code(error_code)()
-                    total += sign * offset
-    return total
+    tps = [TP(topic, partition) for partition in client.cluster.partitions_for_topic(topic) or ()]
+    ends = await end_offsets(client, tps)
+    starts = await end_offsets(client, tps, at=EARLIEST_OFFSET)
+    if len(ends) < len(tps) or len(starts) < len(tps):
+        raise KafkaError(f"no offsets for every partition of {topic} (leaders moving?)")
+    return sum(ends.values()) - sum(starts.values())
 
 
 def cache_block(hits: float, misses: float, size: int | None, enabled: bool) -> dict[str, Any]:

@@ -61,6 +61,7 @@ MAX_LOG_FILE_SIZE = MIB // 4
 
 # ListOffsets' timestamp for the end of a partition.
 LATEST_OFFSET = -1
+EARLIEST_OFFSET = -2
 
 # A change is a key and its new value; None deletes the key.
 Change = tuple[bytes, bytes | None]
@@ -290,8 +291,11 @@ def fetched_end(app: faust.App, tp: TP) -> int | None:
     return end if isinstance(end, int) else None
 
 
-async def end_offsets(client: AIOKafkaClient, tps: Iterable[TP]) -> dict[TP, int]:
-    """The partitions' ends (next offsets), as their leaders answer a request sent now.
+async def end_offsets(
+    client: AIOKafkaClient, tps: Iterable[TP], *, at: int = LATEST_OFFSET
+) -> dict[TP, int]:
+    """The partitions' ends (next offsets), as their leaders answer a request sent now;
+    ``at=EARLIEST_OFFSET``: their starts.
 
     A ListOffsets request (the latest offset, read uncommitted: the high watermark) through
     an aiokafka client on the caller's loop: Faust's ``consumer.highwaters`` goes through its
@@ -306,7 +310,7 @@ async def end_offsets(client: AIOKafkaClient, tps: Iterable[TP]) -> dict[TP, int
             client.add_topic(tp.topic)
             client.force_metadata_update()
             continue
-        by_leader[leader][tp.topic].append((tp.partition, LATEST_OFFSET))
+        by_leader[leader][tp.topic].append((tp.partition, at))
     replies = await asyncio.gather(
         *(
             client.send(leader, OffsetRequest(-1, 0, list(topics.items())))
