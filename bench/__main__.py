@@ -6,28 +6,30 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from orderstream.app import load_settings
 
-from . import chart
+from . import chart, readme
 from .lab import Lab
-from .parts import ingest, lookup, memory, restart, soak, tracing
+from .parts import ingest, lookup, lookup_workers, memory, restart, soak, tracing
 from .report import DEFAULT_RESULTS_DIR, Report
 
 # In the order `all` runs them: ingest leaves a database of the N orders that the others reuse.
 STACK_PARTS: dict[str, Callable[[Lab, argparse.Namespace], Awaitable[Report]]] = {
     "ingest": ingest.run,
     "lookup": lookup.run,
+    "lookup-workers": lookup_workers.run_part,
     "restart": restart.run,
     "memory": memory.run,
     "soak": soak.run,
     "tracing": tracing.run,
 }
-PARTS = (*STACK_PARTS, "chart")
+PARTS = (*STACK_PARTS, "chart", "readme")
 # Minutes long and measuring something else (memory over time; tracing's cost, four more
 # workers): run by name, not by `all`.
-NOT_IN_ALL = ("soak", "tracing")
+NOT_IN_ALL = ("soak", "tracing", "lookup-workers")
 
 
 def connection_counts(text: str) -> tuple[int, ...]:
@@ -164,11 +166,18 @@ def parser() -> argparse.ArgumentParser:
         help="ingest, lookup: py-spy the worker, collapsed stacks beside the results",
     )
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    p.add_argument(
+        "--readme",
+        type=Path,
+        default=readme.README,
+        help="readme: the file whose Performance figures block is rewritten",
+    )
     return p
 
 
 async def run(parts: Sequence[str], args: argparse.Namespace) -> list[Path]:
     saved = []
+    run_id = datetime.now(UTC).isoformat(timespec="seconds")
     stack_parts = [part for part in STACK_PARTS if part in parts]  # in their order
     if stack_parts:
         async with Lab(load_settings(), seed=args.seed, timeout=args.timeout) as lab:
@@ -176,9 +185,12 @@ async def run(parts: Sequence[str], args: argparse.Namespace) -> list[Path]:
             for part in stack_parts:
                 report = await STACK_PARTS[part](lab, args)
                 report.versions["postgresql"] = postgresql
+                report.run = run_id
                 saved.append(report.save(args.results_dir))
     if "chart" in parts:
         saved.append(chart.run(args).save(args.results_dir))
+    if "readme" in parts:
+        saved.append(readme.run(args).save(args.results_dir))
     return saved
 
 

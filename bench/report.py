@@ -80,10 +80,14 @@ class Report:
     started: float = field(default_factory=time.monotonic)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     machine_at_start: dict[str, Any] = field(default_factory=machine)
+    # The run of `python -m bench` this part belongs to (its start time): README's figures
+    # must all come from one run (bench/readme.py).
+    run: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "part": self.part,
+            "run": self.run,
             "started_at": self.started_at.isoformat(timespec="seconds"),
             "duration_s": round(time.monotonic() - self.started, 1),
             "commit": git_commit(),

@@ -4,9 +4,10 @@ Three setups alternate for `--rounds` rounds in one run, so a slow spell of a sh
 falls on each: 1 worker; N workers (standby reads, the default); N workers with
 STANDBY_READ_MAX_LAG=off (every lookup of another's partition forwarded over HTTP). The load is
 split over the workers' ports (connections / N each, one wrk per port, at once) and the figures
-summed. Each cell starts its workers afresh (the first on the warm group's files, the others
-recovering from the changelog) and waits until each answers a sample from a cache (with standby
-reads, from its own cache or standby copy, served by itself): the cell measures the steady state.
+summed. Each cell starts its workers afresh (the first on the warm group's files, the others on
+files of their own, recovered from the changelog in the first cell that starts them) and waits
+until each answers a sample from a cache (with standby reads, from its own cache or standby copy,
+served by itself): the cell measures the steady state.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ from ..report import Report, show
 from .lookup import write_inputs
 
 SAMPLE = 200  # lookups each worker must answer itself before a cell
+
+
+async def run_part(lab: Lab, args: Namespace) -> Report:
+    """The `lookup-workers` part of `all`: 1 worker against `--workers` (at least 2)."""
+    return await run(lab, Namespace(**{**vars(args), "workers": max(2, args.workers)}))
 
 
 async def run(lab: Lab, args: Namespace) -> Report:
@@ -77,16 +83,17 @@ async def run(lab: Lab, args: Namespace) -> Report:
         (f"{args.workers} workers", args.workers, {}),
         (f"{args.workers} workers, forwarding", args.workers, {"STANDBY_READ_MAX_LAG": "off"}),
     ]
+    # The other workers' data dirs, kept from cell to cell: only the first cell that starts
+    # them recovers their partitions from the changelog; later ones restart on the files.
+    extra_dirs = [str(lab.path("data")) for _ in range(args.workers - 1)]
     cells = []
     for round_ in range(args.rounds):
         for label, n, settings in setups:
             first = lab.start_worker(**{**group.settings, **settings})  # the warm files
             # The others get data dirs of their own: their partitions come from the changelog.
             extra = [
-                lab.start_worker(
-                    **{**group.settings, **settings, "DATA_DIR": str(lab.path("data"))}
-                )
-                for _ in range(n - 1)
+                lab.start_worker(**{**group.settings, **settings, "DATA_DIR": data_dir})
+                for data_dir in extra_dirs[: n - 1]
             ]
             workers = [first, *extra]
             try:

@@ -13,10 +13,12 @@ from typing import Any
 
 import orjson
 
+from bench import readme as bench_readme
 from harness import REPO_ROOT
 
 ORDERS = 200
-PARTS = ("ingest", "lookup", "restart", "memory", "chart")
+STACK_PARTS = ("ingest", "lookup", "restart", "memory")
+PARTS = (*STACK_PARTS, "chart", "readme")
 KINDS = ("cache", "nocache", "missing", "missing-nocache")
 LOAD_KEYS = ("requests", "seconds", "requests_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 
@@ -47,6 +49,8 @@ async def run_bench(tmp_path: Path, pg_server: str, kafka_brokers: str) -> dict[
         "60",
         "--results-dir",
         str(tmp_path),
+        "--readme",
+        str(readme_copy(tmp_path)),
     ]
     env = {**os.environ, "PG_URL": pg_server, "KAFKA_BROKERS": kafka_brokers}
     done = await asyncio.to_thread(
@@ -59,6 +63,13 @@ async def run_bench(tmp_path: Path, pg_server: str, kafka_brokers: str) -> dict[
         assert len(found) == 1, f"no single {part} result in {sorted(tmp_path.iterdir())}"
         results[part] = orjson.loads(found[0].read_bytes())
     return results
+
+
+def readme_copy(tmp_path: Path) -> Path:
+    """README.md's copy, for `readme` to rewrite: a bench test leaves the real one alone."""
+    copy = tmp_path / "README.md"
+    copy.write_text((REPO_ROOT / "README.md").read_text())
+    return copy
 
 
 async def test_every_part_runs_and_records_complete_results(
@@ -80,7 +91,7 @@ async def test_every_part_runs_and_records_complete_results(
         assert_positive(f"{part}.machine", record["machine"], "cores", "memory_bytes")
         for name in ("python", "faust-streaming", "aiokafka", "asyncpg", "kafka"):
             assert record["versions"][name], f"{part}: no {name} version"
-        if part != "chart":
+        if part not in ("chart", "readme"):
             assert record["parameters"]["orders"] == ORDERS
     for part in ("ingest", "lookup", "restart", "memory"):
         assert results[part]["versions"]["postgresql"]
@@ -144,6 +155,17 @@ async def test_every_part_runs_and_records_complete_results(
         assert_positive(f"memory.{store}", memory[store], "rss_empty_bytes", "rss_cached_bytes")
         # 200 orders are within the noise of RSS: any sign will do, but a number.
         assert isinstance(memory[store]["bytes_per_cached_order"], float)
+
+    # One run: README's figures block is rendered from exactly these results.
+    assert len({record["run"] for part, record in results.items() if part in STACK_PARTS}) == 1
+    written = (tmp_path / "README.md").read_text()
+    assert bench_readme.block_in(written) == bench_readme.render(tmp_path)
+    assert f"{ORDERS:,} orders" in bench_readme.block_in(written)
+    assert written.replace(bench_readme.block_in(written), "") == (
+        (REPO_ROOT / "README.md")
+        .read_text()
+        .replace(bench_readme.block_in((REPO_ROOT / "README.md").read_text()), "")
+    ), "only the block between the markers changes"
 
     chart = results["chart"]["results"]
     assert chart["png"] == "latest.png" and chart["bytes"] > 0
