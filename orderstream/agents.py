@@ -28,6 +28,7 @@ from .order import InvalidOrder, Order, decode_order_and_body
 from .repo import DatabaseUnavailable, OrderRejected
 from .republish import Outgoing, dead_letter_stub, publish_all, without_headers
 from .shutdown import exit_unfinished, run_to_completion
+from .write_groups import partition_groups
 
 if TYPE_CHECKING:
     from .app import OrderApp
@@ -206,15 +207,42 @@ async def forward_to_owner(app: OrderApp, misplaced: Sequence[Accepted]) -> None
     metrics.orders_forwarded.inc(len(misplaced) - len(refused))
 
 
-async def store_until_durable(app: OrderApp, orders: Sequence[Accepted]) -> set[str]:
-    """Upsert the batch, retrying with capped backoff while PostgreSQL is unavailable.
+class Outage:
+    """PostgreSQL unavailable to a batch's writers (one per group): logged once, when the
+    first of them meets it, and over once the last of them has written."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.waiting = 0  # writers retrying
+
+    def begin(self, exc: DatabaseUnavailable) -> None:
+        if self.waiting == 0:
+            self.started = time.monotonic()
+            logger.error("PostgreSQL unavailable, pausing consumption: %s", exc)
+        self.waiting += 1
+
+    def end(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            logger.warning(
+                "PostgreSQL is back after %.1f s; consumption resumes",
+                time.monotonic() - self.started,
+            )
+
+
+async def store_until_durable(
+    app: OrderApp, orders: Sequence[Accepted], outage: Outage | None = None
+) -> set[str]:
+    """Upsert the orders in one transaction, retrying with capped backoff while PostgreSQL is
+    unavailable.
 
     Never gives up: moving on would commit offsets of orders that are not stored. Returns the
     order_uids written: not those whose stored copy comes from a later message (the version
     is the message's offset on the order's own partition, which every accepted order is on).
     """
+    outage = outage or Outage()
     delay = RETRY_FIRST_DELAY
-    outage_started: float | None = None
+    retrying = False
     while True:
         try:
             started = time.perf_counter()
@@ -223,17 +251,14 @@ async def store_until_durable(app: OrderApp, orders: Sequence[Accepted]) -> set[
             )
         except DatabaseUnavailable as exc:
             metrics.db_unavailable.inc()
-            if outage_started is None:
-                outage_started = time.monotonic()
-                logger.error("PostgreSQL unavailable, pausing consumption: %s", exc)
+            if not retrying:
+                retrying = True
+                outage.begin(exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, app.settings.db_retry_max)
             continue
-        if outage_started is not None:
-            logger.warning(
-                "PostgreSQL is back after %.1f s; consumption resumes",
-                time.monotonic() - outage_started,
-            )
+        if retrying:
+            outage.end()
         if orders:
             metrics.db_batch_seconds.observe(time.perf_counter() - started)
             metrics.db_batch_size.observe(len(orders))
@@ -243,18 +268,42 @@ async def store_until_durable(app: OrderApp, orders: Sequence[Accepted]) -> set[
 async def store_isolating_rejects(
     app: OrderApp, batch: Sequence[Accepted]
 ) -> tuple[set[str], list[Accepted]]:
-    """Store a batch; return the order_uids written and, when PostgreSQL refuses the batch,
-    the orders it refuses (stored one by one to find them)."""
+    """Store a batch on PG_WRITE_CONNECTIONS connections at once, split by partition
+    (write_groups.py); return the order_uids written and the orders PostgreSQL refuses.
+
+    Each group is one transaction: one refused, or cut short by an outage, is written again
+    on its own while the others stay committed (writing one again would change nothing: the
+    versions make an upsert idempotent).
+    """
+    groups = partition_groups(batch, lambda item: item.partition, app.settings.pg_write_connections)
+    tracing.annotate(groups=len(groups))
+    outage = Outage()
+    if len(groups) == 1:
+        return await store_group(app, groups[0], outage)
+    results = await asyncio.gather(*(store_group(app, group, outage) for group in groups))
+    written: set[str] = set()
+    refused: list[Accepted] = []
+    for group_written, group_refused in results:
+        written |= group_written
+        refused += group_refused
+    return written, refused
+
+
+async def store_group(
+    app: OrderApp, group: Sequence[Accepted], outage: Outage
+) -> tuple[set[str], list[Accepted]]:
+    """Store a group; when PostgreSQL refuses it, store its orders one by one to find those
+    it refuses."""
     try:
-        return await store_until_durable(app, batch), []
+        return await store_until_durable(app, group, outage), []
     except OrderRejected:
-        if len(batch) == 1:
-            return set(), list(batch)
+        if len(group) == 1:
+            return set(), list(group)
     written: set[str] = set()
     refused = []
-    for item in batch:
+    for item in group:
         try:
-            written |= await store_until_durable(app, [item])
+            written |= await store_until_durable(app, [item], outage)
         except OrderRejected:
             refused.append(item)
     return written, refused

@@ -293,6 +293,9 @@ class Settings:
     batch_size: int = 500
     batch_wait: float = 0.2
     pg_pool_size: int = 4
+    # Connections one batch is written on at once, split by partition (agents.py): 1, or fewer
+    # than pg_pool_size so lookups keep a connection while a batch is written.
+    pg_write_connections: int = 2
     db_retry_max: float = 5.0
     shutdown_timeout: float = 20.0
     # HTTP limits (issue 10): connections served at once, seconds to send a request's
@@ -364,7 +367,22 @@ class Settings:
                 # Our parsers word their reasons as sentences; a library's message gets wrapped.
                 reason = str(exc) if str(exc)[:1].isupper() else f"Not valid: {exc}."
                 raise ConfigError(name, raw, reason) from exc
-        return cls(**values)
+        settings = cls(**values)
+        check_write_connections(settings)
+        return settings
+
+
+def check_write_connections(settings: Settings) -> None:
+    """PG_WRITE_CONNECTIONS must leave a connection of the pool to lookups (and /ready's
+    check) while a batch is written; 1, today's single writer, shares the pool as ever."""
+    writers, pool = settings.pg_write_connections, settings.pg_pool_size
+    if writers > 1 and writers >= pool:
+        raise ConfigError(
+            "PG_WRITE_CONNECTIONS",
+            str(writers),
+            f"Must be 1, or less than PG_POOL_SIZE ({pool}): lookups need a connection "
+            "while a batch is written.",
+        )
 
 
 PARSERS: dict[str, Callable[[str], object]] = {
@@ -386,6 +404,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "batch_size": parse_positive_int,
     "batch_wait": parse_positive_float,
     "pg_pool_size": parse_positive_int,
+    "pg_write_connections": parse_positive_int,
     "db_retry_max": parse_positive_float,
     "shutdown_timeout": parse_positive_float,
     "http_max_connections": parse_positive_int,

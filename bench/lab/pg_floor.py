@@ -10,7 +10,11 @@ delivery and payment, one per item; emptied at every commit), then upserted from
 - versioned (``UPSERT_STAGED``): the same COPY with the service's rules, one statement like
   order_sql.UPSERT_BATCH (an older version never replaces a newer one, items past the new count
   deleted, the uids written returned): the candidate write path, measured beside the service's
-  and not adopted (README, Performance).
+  and not adopted (README, Performance). On 2 connections each batch is split in two halves
+  written at once, as the service splits a batch (PG_WRITE_CONNECTIONS).
+
+``statement_upsert`` is the service's own statement (OrderRepository.upsert_encoded) with each
+batch split the same way: the PostgreSQL floor on as many connections as the worker writes on.
 
 Generated from the field tables (order/validation.py), like order_sql.py. Every value comes from
 generated, valid orders: nothing here maps bad data to the service's errors.
@@ -33,7 +37,7 @@ from orderstream.order.validation import (
     Field,
     column_type,
 )
-from orderstream.repo import EncodedOrder, latest_per_uid
+from orderstream.repo import EncodedOrder, OrderRepository, latest_per_uid
 
 STAGED_ORDERS = "staged_orders"
 STAGED_ITEMS = "staged_items"
@@ -198,6 +202,10 @@ async def staging_connection(pg_url: str) -> asyncpg.Connection:
     return conn
 
 
+def batches_of(encoded: Sequence[EncodedOrder], batch_size: int) -> list[Sequence[EncodedOrder]]:
+    return [encoded[first : first + batch_size] for first in range(0, len(encoded), batch_size)]
+
+
 async def copy_upsert(
     pg_url: str,
     encoded: Sequence[EncodedOrder],
@@ -205,9 +213,14 @@ async def copy_upsert(
     *,
     connections: int = 1,
     versioned: bool = False,
+    split: bool = False,
 ) -> float:
-    """Upsert ``encoded`` in batches by COPY on ``connections`` connections at once; seconds."""
-    batches = [encoded[first : first + batch_size] for first in range(0, len(encoded), batch_size)]
+    """Upsert ``encoded`` in batches by COPY on ``connections`` connections at once; seconds.
+
+    Each connection writes every ``connections``-th batch, or, with ``split``, every batch is
+    split into ``connections`` parts written at once (the next batch waits for them all).
+    """
+    batches = batches_of(encoded, batch_size)
     conns = [await staging_connection(pg_url) for _ in range(connections)]
     try:
 
@@ -215,9 +228,43 @@ async def copy_upsert(
             for batch in batches[index::connections]:
                 await copy_batch(conns[index], batch, versioned=versioned)
 
+        async def split_batches() -> None:
+            for batch in batches:
+                await asyncio.gather(
+                    *(
+                        copy_batch(conns[index], batch[index::connections], versioned=versioned)
+                        for index in range(connections)
+                    )
+                )
+
         started = time.perf_counter()
-        await asyncio.gather(*(one_connection(index) for index in range(connections)))
+        if split:
+            await split_batches()
+        else:
+            await asyncio.gather(*(one_connection(index) for index in range(connections)))
         return time.perf_counter() - started
     finally:
         for conn in conns:
             await conn.close()
+
+
+async def statement_upsert(
+    pg_url: str, encoded: Sequence[EncodedOrder], batch_size: int, *, connections: int
+) -> float:
+    """Upsert ``encoded`` in batches by the service's statement, each batch split into
+    ``connections`` parts written at once on a pool of that many connections; seconds.
+
+    The parts stand in for the worker's groups of partitions: disjoint orders of about equal
+    count (generated uids are random, so every ``connections``-th order will do).
+    """
+    repo = OrderRepository(pg_url, pool_size=connections)
+    await repo.connect()
+    try:
+        started = time.perf_counter()
+        for batch in batches_of(encoded, batch_size):
+            await asyncio.gather(
+                *(repo.upsert_encoded(batch[index::connections]) for index in range(connections))
+            )
+        return time.perf_counter() - started
+    finally:
+        await repo.close()

@@ -5,10 +5,12 @@ All four read or write the same N orders (the same bytes on the same topic, the 
   and in the cache;
 - Kafka floor: a bare aiokafka consumer reading and decoding every message;
 - PostgreSQL floor: OrderRepository.upsert_encoded in batches of BATCH_SIZE, no Kafka (the
-  service's statement);
+  service's statement); on 1 connection, and each batch split in 2 parts written at once on 2
+  (``pg_floor_2``: the worker's default PG_WRITE_CONNECTIONS);
 - COPY floor (lab/pg_floor.py): the fastest durable upsert of the same batches into the same
   tables, binary COPY into temporary tables then INSERT ... SELECT, on 1 and on 2 connections;
-  and COPY with the service's rules (versions, uids written), the candidate write path;
+  and COPY with the service's rules (versions, uids written), the candidate write path, on 1
+  and on 2 (each batch split as pg_floor_2's);
 - naive: one transaction per order, one INSERT per table and per item, on a sample when N is large.
 """
 
@@ -30,7 +32,7 @@ from orderstream.order.records import Order, decode_order
 from ..lab import Dataset, Lab, count_orders, truncate, write_batches
 from ..lab.flamegraph import Profile
 from ..lab.naive import store_naively
-from ..lab.pg_floor import copy_upsert
+from ..lab.pg_floor import copy_upsert, statement_upsert
 from ..report import REPO_ROOT, Report, show
 
 
@@ -63,7 +65,7 @@ async def run(lab: Lab, args: Namespace) -> Report:
     await truncate(pg_url)
     r["ours"] = await ours(lab, args, dataset, pg_url, topic)
     after = await baselines(lab, dataset, sample, pg_url, topic, args.batch_size)
-    for name in ("kafka_floor", "naive", "pg_floor", *COPY_ROWS):
+    for name in ("kafka_floor", "naive", "pg_floor", "pg_floor_2", *COPY_ROWS):
         runs = [before[name], after[name]]
         r[name] = {
             **max(runs, key=lambda run: run["orders_per_s"]),
@@ -86,6 +88,11 @@ async def run(lab: Lab, args: Namespace) -> Report:
         "copy_versioned_to_service_statement": r["copy_versioned"]["orders_per_s"]
         / r["pg_floor"]["orders_per_s"],
         "copy_floor_2_to_1": r["copy_floor_2"]["orders_per_s"] / r["copy_floor"]["orders_per_s"],
+        "ours_to_slower_floor_2": rate
+        / min(r["kafka_floor"]["orders_per_s"], r["pg_floor_2"]["orders_per_s"]),
+        "pg_floor_2_to_1": r["pg_floor_2"]["orders_per_s"] / r["pg_floor"]["orders_per_s"],
+        "copy_versioned_2_to_pg_floor_2": r["copy_versioned_2"]["orders_per_s"]
+        / r["pg_floor_2"]["orders_per_s"],
     }
     if r["naive"]["sample"] < dataset.n:
         report.notes.append(
@@ -162,8 +169,14 @@ async def ours(
     return result
 
 
-# The COPY rows of lab/pg_floor.py: (connections, with the service's rules).
-COPY_ROWS = {"copy_versioned": (1, True), "copy_floor": (1, False), "copy_floor_2": (2, False)}
+# The COPY rows of lab/pg_floor.py: (connections, with the service's rules); the versioned
+# ones split each batch over their connections, as the worker does.
+COPY_ROWS = {
+    "copy_versioned": (1, True),
+    "copy_versioned_2": (2, True),
+    "copy_floor": (1, False),
+    "copy_floor_2": (2, False),
+}
 
 
 async def baselines(
@@ -187,11 +200,21 @@ async def baselines(
     for name, (connections, versioned) in COPY_ROWS.items():
         await truncate(pg_url)
         copy_s = await copy_upsert(
-            pg_url, encoded, batch_size, connections=connections, versioned=versioned
+            pg_url,
+            encoded,
+            batch_size,
+            connections=connections,
+            versioned=versioned,
+            split=versioned,
         )
         if await count_orders(pg_url) != dataset.n:
             raise RuntimeError(f"{name} did not store every order")
         result[name] = {"seconds": copy_s, "orders_per_s": dataset.n / copy_s}
+    await truncate(pg_url)
+    pg_2_s = await statement_upsert(pg_url, encoded, batch_size, connections=2)
+    if await count_orders(pg_url) != dataset.n:
+        raise RuntimeError("the PostgreSQL floor on 2 connections did not store every order")
+    result["pg_floor_2"] = {"seconds": pg_2_s, "orders_per_s": dataset.n / pg_2_s}
     await truncate(pg_url)
     pg_s = await write_batches(pg_url, dataset, batch_size)
     if await count_orders(pg_url) != dataset.n:
@@ -293,9 +316,21 @@ def print_ingest(report: Report) -> None:
             None,
         ],
         [
+            "PostgreSQL floor: 2 connections",
+            r["pg_floor_2"]["orders_per_s"],
+            r["pg_floor_2"]["seconds"],
+            None,
+        ],
+        [
             "COPY, versioned: the service's rules",
             r["copy_versioned"]["orders_per_s"],
             r["copy_versioned"]["seconds"],
+            None,
+        ],
+        [
+            "COPY, versioned: 2 connections",
+            r["copy_versioned_2"]["orders_per_s"],
+            r["copy_versioned_2"]["seconds"],
             None,
         ],
         [
@@ -339,6 +374,10 @@ def print_ingest(report: Report) -> None:
             f"COPY floor 2 connections/1 = {r['ratios']['copy_floor_2_to_1']:.2f}, "
             f"ours/COPY floor = {r['ratios']['ours_to_copy_floor']:.2f} "
             f"(2 connections: {r['ratios']['ours_to_copy_floor_2']:.2f})",
+            f"ours/min(Kafka floor, PostgreSQL floor on 2 connections) = "
+            f"{r['ratios']['ours_to_slower_floor_2']:.2f}, upsert_encoded 2 connections/1 = "
+            f"{r['ratios']['pg_floor_2_to_1']:.2f}, COPY versioned/upsert_encoded on 2 "
+            f"connections = {r['ratios']['copy_versioned_2_to_pg_floor_2']:.2f}",
             f"worker /ready after {o['ready_s']:.1f} s; stored after {o['stored_s']:.1f} s, "
             f"cached after {o['cached_s']:.1f} s (from process start)",
         ],

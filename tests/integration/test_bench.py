@@ -110,7 +110,7 @@ async def test_every_part_runs_and_records_complete_results(
     assert ingest["ours"]["dead_lettered"] == 0
     assert_positive("ingest.kafka_floor", ingest["kafka_floor"], "seconds", "orders_per_s")
     assert_positive("ingest.pg_floor", ingest["pg_floor"], "seconds", "orders_per_s")
-    for name in ("copy_versioned", "copy_floor", "copy_floor_2"):
+    for name in ("pg_floor_2", "copy_versioned", "copy_versioned_2", "copy_floor", "copy_floor_2"):
         assert_positive(f"ingest.{name}", ingest[name], "seconds", "orders_per_s")
     assert_positive("ingest.naive", ingest["naive"], "sample", "orders_per_s", "extrapolated_s")
     assert_positive("ingest.faust_floor", ingest["faust_floor"], "seconds", "orders_per_s")
@@ -125,6 +125,9 @@ async def test_every_part_runs_and_records_complete_results(
         "service_statement_to_copy_floor",
         "copy_versioned_to_service_statement",
         "copy_floor_2_to_1",
+        "ours_to_slower_floor_2",
+        "pg_floor_2_to_1",
+        "copy_versioned_2_to_pg_floor_2",
     )
 
     cells = {cell["kind"]: cell for cell in results["lookup"]["results"]["cells"]}

@@ -11,7 +11,7 @@ import asyncpg
 import orjson
 import pytest
 
-from bench.lab.pg_floor import copy_batch, copy_upsert, staging_connection
+from bench.lab.pg_floor import copy_batch, copy_upsert, staging_connection, statement_upsert
 from orderstream.order.generator import random_orders
 from orderstream.order.records import encode_order, order_from_dict
 from orderstream.order_sql import ORDER_DOCUMENT
@@ -37,13 +37,21 @@ async def staging(clean_database: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-@pytest.mark.parametrize("connections, versioned", [(1, True), (1, False), (2, False)])
+@pytest.mark.parametrize("connections, versioned", [(1, True), (2, True), (1, False), (2, False)])
 async def test_copy_stores_what_the_service_statement_stores(
     repo: OrderRepository, clean_database: str, connections: int, versioned: bool
 ) -> None:
     orders = list(random_orders(seed=7, n=300))
     encoded = [(order.order_uid, encode_order(order), n) for n, order in enumerate(orders)]
-    await copy_upsert(clean_database, encoded, 64, connections=connections, versioned=versioned)
+    # as the ingest part runs them: the versioned ones split each batch over the connections
+    await copy_upsert(
+        clean_database,
+        encoded,
+        64,
+        connections=connections,
+        versioned=versioned,
+        split=versioned,
+    )
     conn = await asyncpg.connect(clean_database, server_settings={"timezone": "UTC"})
     try:
         by_copy = await stored(conn)
@@ -56,6 +64,23 @@ async def test_copy_stores_what_the_service_statement_stores(
         order.order_uid: orjson.loads(encode_order(order)) for order in orders
     }
     assert all(built == orjson.loads(body) for built, body, _ in by_copy.values())
+
+
+async def test_the_statement_on_two_connections_stores_what_it_stores_on_one(
+    repo: OrderRepository, clean_database: str
+) -> None:
+    orders = list(random_orders(seed=11, n=300))
+    encoded = [(order.order_uid, encode_order(order), n) for n, order in enumerate(orders)]
+    await statement_upsert(clean_database, encoded, 64, connections=2)
+    conn = await asyncpg.connect(clean_database, server_settings={"timezone": "UTC"})
+    try:
+        on_two = await stored(conn)
+        await conn.execute("TRUNCATE orders CASCADE")
+        await repo.upsert_encoded(encoded)
+        assert await stored(conn) == on_two
+    finally:
+        await conn.close()
+    assert len(on_two) == 300
 
 
 async def test_versioned_copy_keeps_the_service_rules(

@@ -465,7 +465,10 @@ async def test_sigterm_during_an_outage_exits_without_committing_the_batch(
     try:
         await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
         await eventually(
-            lambda: logged(worker, "PostgreSQL unavailable"), timeout=30, what="the outage logged"
+            # the agent's line, not the warm-up's (which may come first, with no batch in hand)
+            lambda: logged(worker, "PostgreSQL unavailable, pausing"),
+            timeout=30,
+            what="the outage logged",
         )
         assert await asyncio.to_thread(worker.stop) == EXIT_UNFINISHED
     finally:

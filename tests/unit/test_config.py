@@ -81,6 +81,9 @@ def test_cache_enabled_rejects_maybe() -> None:
         ("KAFKA_PARTITIONS", "0"),
         ("KAFKA_PARTITIONS", "-1"),
         ("KAFKA_PARTITIONS", "x"),
+        ("PG_WRITE_CONNECTIONS", "0"),
+        ("PG_WRITE_CONNECTIONS", "two"),
+        ("PG_WRITE_CONNECTIONS", "4"),  # the whole default pool: none left for lookups
     ],
 )
 def test_invalid_value_names_the_variable(name: str, raw: str) -> None:
@@ -103,6 +106,20 @@ def test_number_errors_read_like_starlette(name: str, raw: str, reason: str) -> 
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({name: raw})
     assert str(caught.value) == f"Config {name!r} has value {raw!r}. {reason}"
+
+
+def test_write_connections_leave_the_pool_a_connection_for_lookups() -> None:
+    assert Settings.from_env({}).pg_write_connections == 2
+    assert Settings.from_env({"PG_WRITE_CONNECTIONS": "3"}).pg_write_connections == 3
+    assert Settings.from_env({"PG_POOL_SIZE": "8", "PG_WRITE_CONNECTIONS": "7"}).pg_pool_size == 8
+    # 1 writer shares any pool, a pool of 1 included (the behaviour before the setting)
+    assert Settings.from_env({"PG_POOL_SIZE": "1", "PG_WRITE_CONNECTIONS": "1"}).pg_pool_size == 1
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"PG_POOL_SIZE": "2"})  # with the default of 2 writers
+    assert str(caught.value) == (
+        "Config 'PG_WRITE_CONNECTIONS' has value '2'. Must be 1, or less than PG_POOL_SIZE (2): "
+        "lookups need a connection while a batch is written."
+    )
 
 
 @pytest.mark.parametrize(
