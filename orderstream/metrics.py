@@ -28,7 +28,12 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -95,16 +100,37 @@ db_unavailable = Counter(
     registry=registry,
 )
 
-cache_hits = Counter(
+
+class LoopCounter(Collector):
+    """A counter without labels, counted on the event loop's thread only, so without a lock.
+
+    Exported as prometheus_client's Counter is (``<name>_total``); its ``inc`` takes a lock and
+    checks the metric's state on every call, for every lookup.
+    """
+
+    def __init__(self, name: str, documentation: str, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.value = 0
+        registry.register(self)
+
+    def inc(self) -> None:
+        self.value += 1
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.documentation, value=self.value)
+
+
+cache_hits = LoopCounter(
     "orderstream_cache_hits", "Order lookups answered from the cache.", registry=registry
 )
-cache_misses = Counter(
+cache_misses = LoopCounter(
     "orderstream_cache_misses",
     "Order lookups that tried the cache and did not find the order.",
     registry=registry,
 )
 
-negative_cache_hits = Counter(
+negative_cache_hits = LoopCounter(
     "orderstream_negative_cache_hits",
     "Order lookups answered 404 from the negative cache (a recent miss), without PostgreSQL.",
     registry=registry,
