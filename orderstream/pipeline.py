@@ -24,7 +24,7 @@ from aiohttp import web as aioweb
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from faust.types import TP
-from prometheus_client import Counter
+from prometheus_client.registry import Collector
 from yarl import URL
 
 from . import auth, health, metrics
@@ -57,7 +57,7 @@ FLOWS = {
 }
 
 
-def counter_total(counter: Counter) -> float:
+def counter_total(counter: Collector) -> float:
     """A counter's value, summed over its labels (the dead-letter reasons)."""
     return sum(
         sample.value

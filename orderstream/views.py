@@ -19,11 +19,14 @@ from aiohttp.web_urldispatcher import DynamicResource, PlainResource
 from faust.web import Request, Response, View
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import generate_latest
+from yarl import URL
 
 from . import auth, dead_letter_api, health, metrics, pipeline, tracing, webserver
 from .cache.entry import entry_body
 from .cache.routing import AUTHORIZATION, FORWARDED_HEADER, Owners, ask_owner
 from .cache.standby import StandbyReads
+from .lookup_answers import LookupAnswers
+from .lookup_reads import BatchedReads, readers_for
 from .order import ORDER_UID_MAX_LENGTH, is_valid_order_uid
 from .repo import DatabaseUnavailable
 
@@ -60,28 +63,22 @@ class OrderLookups:
         self.api_tokens = auth.BearerTokens(app.settings.api_tokens)
         self.db_outage = LookupOutage()
         self.unknown_orders = app.unknown_orders
-        self._served_by: str | None = None
+        self.reads = BatchedReads(
+            app.repo,
+            readers=readers_for(app.settings.pg_pool_size, app.settings.pg_write_connections),
+        )
+        self._answers: LookupAnswers | None = None
 
-    def served_by(self) -> str:
-        if self._served_by is None:  # known once Faust has configured the web server
-            self._served_by = str(self.app.conf.canonical_url)
-        return self._served_by
+    def answers(self) -> LookupAnswers:
+        if self._answers is None:  # the canonical URL is known once Faust configured the server
+            self._answers = LookupAnswers(ORDER_ROUTE, str(self.app.conf.canonical_url))
+        return self._answers
 
     async def get_order(self, request: aioweb.Request) -> aioweb.Response:
         """Return one order, from the cache when it has it, else from PostgreSQL."""
         started = time.perf_counter()
+        answer = (self._answers or self.answers()).answer
         order_uid = request.match_info["order_uid"]
-
-        def answer(body: bytes, status: int, source: str | None = None) -> aioweb.Response:
-            elapsed = time.perf_counter() - started
-            metrics.observe_request(ORDER_ROUTE, source, status, elapsed)
-            headers = {"X-Duration-ms": f"{elapsed * 1000:.3f}", "X-Served-By": self.served_by()}
-            if source:
-                headers["X-Source"] = source
-            return aioweb.Response(
-                body=body, status=status, content_type="application/json", headers=headers
-            )
-
         if self.api_tokens.enabled and not self.api_tokens.allows(
             request.headers.get(AUTHORIZATION)
         ):
@@ -95,59 +92,72 @@ class OrderLookups:
                     order_uid=order_uid[:100],
                 ),
                 400,
+                None,
+                started,
             )
-        cache = self.cache
-        if cache.enabled and not wants_database(request):
+        unknown, ticket = self.unknown_orders, None
+        if not wants_database(request):
+            cache = self.cache
             key = order_uid.encode()
             partition = cache.partition_for(key)
-            owner = self.owners.other_than_self(partition)
-            if owner is not None and FORWARDED_HEADER not in request.headers:
-                standby = await self.standbys.read(partition, key)
-                if standby is None:  # no standby copy here, or not fresh enough: ask the owner
-                    routed = await ask_owner(self.app, owner, request)
-                    if routed is not None:
-                        metrics.observe_request(
-                            ORDER_ROUTE,
-                            routed.headers.get("X-Source"),
-                            routed.status,
-                            time.perf_counter() - started,
-                        )
-                        return routed
-                elif standby.value is not None:
-                    metrics.cache_hits.inc()
-                    return answer(entry_body(standby.value), 200, "cache-standby")
-                else:  # the owner's cache lacks it too (as the bound allows): PostgreSQL
+            if cache.enabled:
+                owner = self.owners.other_than_self(partition)
+                if owner is None or FORWARDED_HEADER in request.headers:
+                    body = cache.lookup(partition, key)
+                    if body is not None:
+                        metrics.cache_hits.inc()
+                        return answer(body, 200, "cache", started)
                     metrics.cache_misses.inc()
-            else:
-                body = cache.lookup(partition, key)
-                if body is not None:
-                    metrics.cache_hits.inc()
-                    return answer(body, 200, "cache")
-                metrics.cache_misses.inc()
-        unknown, ticket = self.unknown_orders, None
-        if unknown.enabled and not wants_database(request):
-            partition = cache.partition_for(order_uid.encode())
-            if unknown.knows_missing(partition, order_uid):  # cache/negative.py: its rule
-                metrics.negative_cache_hits.inc()
-                return answer(
-                    error_body("order not found", order_uid=order_uid), 404, NEGATIVE_SOURCE
-                )
-            ticket = unknown.reading(partition, order_uid)
+                else:
+                    found = await self.from_other_worker(request, owner, partition, key, started)
+                    if found is not None:
+                        return found
+            if unknown.enabled:
+                if unknown.knows_missing(partition, order_uid):  # cache/negative.py: its rule
+                    metrics.negative_cache_hits.inc()
+                    return answer(
+                        error_body("order not found", order_uid=order_uid),
+                        404,
+                        NEGATIVE_SOURCE,
+                        started,
+                    )
+                ticket = unknown.reading(partition, order_uid)
         missing = False  # true only once PostgreSQL has answered that it has no such order
         try:
-            body = await self.app.repo.get_body(order_uid)
+            body = await self.reads.get_body(order_uid)  # lookup_reads.py: batched
             missing = body is None
         except DatabaseUnavailable as exc:
             # The reason names hosts and ports: for the operator's log, not for the client.
             self.db_outage.failed(order_uid, exc)
-            return answer(error_body("database unavailable"), 503, "db")
+            return answer(error_body("database unavailable"), 503, "db", started)
         finally:
             if ticket is not None:
                 unknown.read(ticket, missing=missing)
         self.db_outage.answered()
         if body is None:
-            return answer(error_body("order not found", order_uid=order_uid), 404, "db")
-        return answer(body, 200, "db")
+            return answer(error_body("order not found", order_uid=order_uid), 404, "db", started)
+        return answer(body, 200, "db", started)
+
+    async def from_other_worker(
+        self, request: aioweb.Request, owner: URL, partition: int, key: bytes, started: float
+    ) -> aioweb.Response | None:
+        """The answer of a standby copy here or of the owner; None: read PostgreSQL."""
+        standby = await self.standbys.read(partition, key)
+        if standby is None:  # no standby copy here, or not fresh enough: ask the owner
+            routed = await ask_owner(self.app, owner, request)
+            if routed is not None:
+                metrics.observe_request(
+                    ORDER_ROUTE,
+                    routed.headers.get("X-Source"),
+                    routed.status,
+                    time.perf_counter() - started,
+                )
+            return routed  # None: the owner did not answer, PostgreSQL does
+        if standby.value is not None:
+            metrics.cache_hits.inc()
+            return self.answers().answer(entry_body(standby.value), 200, "cache-standby", started)
+        metrics.cache_misses.inc()  # the owner's cache lacks it too (as the bound allows)
+        return None
 
     async def order_uid_missing(self, request: aioweb.Request) -> aioweb.Response:
         """GET /order/ without an id: a JSON 400, like every other bad lookup."""
