@@ -84,7 +84,8 @@ async def test_concurrent_http_lookups_of_found_missing_and_invalid_ids(
     http: aiohttp.ClientSession,
 ) -> None:
     """?nocache=1 at once for stored, unknown and malformed ids: each its own answer."""
-    worker = await start_worker(PG_POOL_SIZE="2")
+    # One connection for lookups, one for the store path: lookups must share queries.
+    worker = await start_worker(PG_POOL_SIZE="2", PG_WRITE_CONNECTIONS="1")
     orders = list(random_orders(9, 30))
     await publish(producer, pipeline_env["KAFKA_TOPIC"], orders)
     await wait_stored(pipeline_env["PG_URL"], {order.order_uid for order in orders})
