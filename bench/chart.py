@@ -109,6 +109,17 @@ def ingest_axes(axes: Any, ingest: dict[str, Any]) -> None:
             if "faust_floor" in r
             else []
         ),
+        *(
+            [
+                (
+                    "Faust + fastpath.py (take + ack)",
+                    r["faust_floor_fast"]["orders_per_s"],
+                    FLOOR[0],
+                )
+            ]
+            if "faust_floor_fast" in r
+            else []
+        ),
         ("naive (1 tx/order)", r["naive"]["orders_per_s"], "#c0504d"),
     ]
     names, rates, colours = zip(*paths, strict=True)

@@ -17,7 +17,17 @@ from aiokafka import AIOKafkaProducer
 from faust.transport.consumer import Consumer
 from faust.types import TopicT
 
-from . import agents, commands, kafka_security, kafka_watch, metrics, tables, tracing, views
+from . import (
+    agents,
+    commands,
+    fastpath,
+    kafka_security,
+    kafka_watch,
+    metrics,
+    tables,
+    tracing,
+    views,
+)
 from .cache import RecentOrders, negative, store_url
 from .config import ConfigError, Settings, load_env_file
 from .logs import logging_config
@@ -113,6 +123,8 @@ class OrderApp(faust.App):
             **kwargs,
         )
         self.settings = settings
+        if settings.faust_fast_path:  # FAUST_FAST_PATH: batches from fetcher to agent
+            fastpath.install(self)
         # Declared by create_app: the topics, then the cache over the Table.
         self.orders_topic: TopicT
         self.dead_letter_topic: TopicT

@@ -292,6 +292,8 @@ class Settings:
     data_dir: Path = Path("orderstream-data")
     batch_size: int = 500
     batch_wait: float = 0.2
+    # Faust with orderstream/fastpath.py (False: stock Faust's per-message path).
+    faust_fast_path: bool = True
     pg_pool_size: int = 4
     # Connections one batch is written on at once, split by partition (agents.py): 1, or fewer
     # than pg_pool_size so lookups keep a connection while a batch is written.
@@ -403,6 +405,7 @@ PARSERS: dict[str, Callable[[str], object]] = {
     "data_dir": Path,
     "batch_size": parse_positive_int,
     "batch_wait": parse_positive_float,
+    "faust_fast_path": parse_bool,
     "pg_pool_size": parse_positive_int,
     "pg_write_connections": parse_positive_int,
     "db_retry_max": parse_positive_float,

@@ -1,10 +1,12 @@
 """The Faust floor: a Faust worker whose agent takes batches and acks them, nothing else.
 
 `faust -A bench.lab.faust_floor_app worker` with FLOOR_TOPIC, FLOOR_ORDERS, FLOOR_GROUP,
-FLOOR_DATA_DIR, FLOOR_RESULT, KAFKA_BROKERS, BATCH_SIZE. It consumes the topic the way the
-service's agent does (the same serializers, `noack_take` batches, acks by hand, the same
-garbage-collector setting) and writes `{"seconds": ..., "orders_per_s": ...}` (first batch to
-last) to FLOOR_RESULT and exits.
+FLOOR_DATA_DIR, FLOOR_RESULT, KAFKA_BROKERS, BATCH_SIZE, and FLOOR_FAST_PATH (1: with
+orderstream/fastpath.py installed, as the service by default; 0: stock Faust) and
+FLOOR_CYTHON_OPTIMIZATIONS (1: Faust's `cython_optimizations` setting on). It consumes the
+topic the way the service's agent does (the same serializers, `noack_take` batches, acks by
+hand, the same garbage-collector setting) and writes `{"seconds": ..., "orders_per_s": ...}`
+(first batch to last) to FLOOR_RESULT and exits.
 What is left between this and the Kafka floor is Faust's own work per message.
 """
 
@@ -19,6 +21,8 @@ from typing import Any
 
 import faust
 
+from orderstream import fastpath
+
 ORDERS = int(os.environ["FLOOR_ORDERS"])
 BATCH_SIZE = int(os.environ.get("BATCH_SIZE", "500"))
 
@@ -31,7 +35,10 @@ app = faust.App(
     web_enabled=False,
     store="memory://",
     datadir=os.environ["FLOOR_DATA_DIR"],
+    cython_optimizations=os.environ.get("FLOOR_CYTHON_OPTIMIZATIONS", "0") == "1",
 )
+if os.environ.get("FLOOR_FAST_PATH", "0") == "1":
+    fastpath.install(app)
 orders = app.topic(os.environ["FLOOR_TOPIC"], key_type=bytes, value_type=bytes)
 
 

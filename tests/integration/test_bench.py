@@ -113,13 +113,16 @@ async def test_every_part_runs_and_records_complete_results(
     for name in ("pg_floor_2", "copy_versioned", "copy_versioned_2", "copy_floor", "copy_floor_2"):
         assert_positive(f"ingest.{name}", ingest[name], "seconds", "orders_per_s")
     assert_positive("ingest.naive", ingest["naive"], "sample", "orders_per_s", "extrapolated_s")
-    assert_positive("ingest.faust_floor", ingest["faust_floor"], "seconds", "orders_per_s")
+    for name in ("faust_floor", "faust_floor_fast"):
+        assert_positive(f"ingest.{name}", ingest[name], "seconds", "orders_per_s")
     assert_positive(
         "ingest.ratios",
         ingest["ratios"],
         "ours_to_slower_floor",
         "ours_to_naive",
         "ours_to_faust_floor",
+        "ours_to_faust_floor_fast",
+        "faust_fast_to_stock",
         "ours_to_copy_floor",
         "ours_to_copy_floor_2",
         "service_statement_to_copy_floor",

@@ -54,6 +54,11 @@ def test_cache_enabled_words(raw: str, expected: bool) -> None:
     assert Settings.from_env({"CACHE_ENABLED": raw}).cache_enabled is expected
 
 
+@pytest.mark.parametrize("raw, expected", [("", True), ("1", True), ("0", False), ("off", False)])
+def test_faust_fast_path_is_on_unless_turned_off(raw: str, expected: bool) -> None:
+    assert Settings.from_env({"FAUST_FAST_PATH": raw}).faust_fast_path is expected
+
+
 def test_cache_enabled_rejects_maybe() -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"CACHE_ENABLED": "maybe"})
@@ -84,6 +89,7 @@ def test_cache_enabled_rejects_maybe() -> None:
         ("PG_WRITE_CONNECTIONS", "0"),
         ("PG_WRITE_CONNECTIONS", "two"),
         ("PG_WRITE_CONNECTIONS", "4"),  # the whole default pool: none left for lookups
+        ("FAUST_FAST_PATH", "fast"),
     ],
 )
 def test_invalid_value_names_the_variable(name: str, raw: str) -> None:
