@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--duration",
         type=positive(float),
-        default=10.0,
+        default=5.0,
         help="lookup: seconds of load per cell (whole seconds with wrk)",
     )
     p.add_argument(

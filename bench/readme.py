@@ -137,6 +137,7 @@ INGEST_ROWS = (
     ("pg_floor", "PostgreSQL floor: the service's statement, 1 connection"),
     ("pg_floor_2", "PostgreSQL floor: the service's statement, 2 connections"),
     ("copy_versioned", "COPY with the service's rules, 1 connection"),
+    ("copy_versioned_2", "COPY with the service's rules, 2 connections"),
     ("copy_floor", "COPY floor, 1 connection"),
     ("copy_floor_2", "COPY floor, 2 connections"),
     ("naive", "naive: a transaction per order, an `INSERT` per row"),
@@ -158,7 +159,27 @@ def ingest_table(ingest: dict[str, Any]) -> str:
     p = ingest["parameters"]
     return (
         f"**Ingest**, {p['orders']:,} orders, {p['partitions']} partitions, batches of "
-        f"{p['batch_size']}:\n\n" + markdown(["path", "orders/s", "ours / this"], rows)
+        f"{p['batch_size']}:\n\n"
+        + markdown(["path", "orders/s", "ours / this"], rows)
+        + cpu_line(ingest)
+    )
+
+
+def cpu_line(ingest: dict[str, Any]) -> str:
+    """What ours cost the machine per order, and the ceiling that puts on a machine this size."""
+    cpu = ingest["results"]["ours"].get("cpu_us_per_order")
+    if not cpu or cpu["postgres"] is None or cpu["kafka"] is None:
+        return ""
+    spent = cpu["worker"] + cpu["postgres"] + cpu["kafka"]
+    cores = ingest["machine"]["cores"]
+    ceiling = cores * 1e6 / spent
+    busy = cpu["machine_busy"] / cpu["machine_available"]
+    return (
+        f"\n\nCPU per order while ours ran (from `/ready`): the worker {cpu['worker']:.0f} µs, "
+        f"PostgreSQL {cpu['postgres']:.0f} µs, Kafka {cpu['kafka']:.0f} µs: {spent:.0f} µs, so "
+        f"{cores} cores cap ingest at {ceiling:,.0f} orders/s even 100% busy (ours / that "
+        f"ceiling: {ingest['results']['ours']['orders_per_s'] / ceiling:.2f}; the machine was "
+        f"{busy:.0%} busy)."
     )
 
 

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer
 from orderstream.order.records import Order, decode_order
 
 from ..lab import Dataset, Lab, count_orders, truncate, write_batches
+from ..lab.cpu import CpuReading
 from ..lab.flamegraph import Profile
 from ..lab.naive import store_naively
 from ..lab.pg_floor import copy_upsert, statement_upsert
@@ -145,9 +146,14 @@ async def ours(
         if args.profile
         else None
     )
-    ready_s, stored_s, cached_s = await asyncio.gather(
-        worker.wait_ready(), worker.wait_stored(pg_url, dataset.n), worker.wait_cached(dataset.n)
+
+    async def ready() -> tuple[float, CpuReading]:
+        return await worker.wait_ready(), CpuReading.now(worker.pid)
+
+    (ready_s, cpu_at_ready), stored_s, cached_s = await asyncio.gather(
+        ready(), worker.wait_stored(pg_url, dataset.n), worker.wait_cached(dataset.n)
     )
+    cpu_per_order = cpu_at_ready.per_order_us(CpuReading.now(worker.pid), dataset.n)
     profiled = profile.stop() if profile else None
     metrics = await worker.metrics()
     rss = worker.rss()
@@ -178,6 +184,8 @@ async def ours(
         "dead_lettered": metrics.get("orderstream_orders_dead_lettered_total", 0),
         "forwarded": metrics.get("orderstream_orders_forwarded_total", 0),
         "worker_rss_bytes_at_end": rss,
+        # From /ready to all stored and cached (lab/cpu.py): what bounds ingest on few cores.
+        "cpu_us_per_order": cpu_per_order,
     }
     if profiled:
         result["profile"] = profiled
@@ -417,5 +425,9 @@ def print_ingest(report: Report) -> None:
             f"connections = {r['ratios']['copy_versioned_2_to_pg_floor_2']:.2f}",
             f"worker /ready after {o['ready_s']:.1f} s; stored after {o['stored_s']:.1f} s, "
             f"cached after {o['cached_s']:.1f} s (from process start)",
+            "CPU per order, from /ready: "
+            + ", ".join(
+                f"{who} {us:.0f} µs" for who, us in o["cpu_us_per_order"].items() if us is not None
+            ),
         ],
     )

@@ -108,6 +108,16 @@ async def test_every_part_runs_and_records_complete_results(
         "orders_per_s",
     )
     assert ingest["ours"]["dead_lettered"] == 0
+    # The local stack runs here: the worker's, PostgreSQL's and Kafka's CPU are all counted.
+    assert_positive(
+        "ingest.ours.cpu_us_per_order",
+        ingest["ours"]["cpu_us_per_order"],
+        "worker",
+        "postgres",
+        "kafka",
+        "machine_busy",
+        "machine_available",
+    )
     assert_positive("ingest.kafka_floor", ingest["kafka_floor"], "seconds", "orders_per_s")
     assert_positive("ingest.pg_floor", ingest["pg_floor"], "seconds", "orders_per_s")
     for name in ("pg_floor_2", "copy_versioned", "copy_versioned_2", "copy_floor", "copy_floor_2"):
