@@ -16,6 +16,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from faust.transport.consumer import Consumer
 from faust.types import TopicT
+from faust.types.transports import TransportT
 
 from . import (
     agents,
@@ -30,6 +31,7 @@ from . import (
 )
 from .cache import RecentOrders, negative, store_url
 from .config import ConfigError, Settings, load_env_file
+from .consumer import KafkaTransport
 from .logs import logging_config
 from .repo import OrderRepository
 from .republish import MAX_REQUEST_BYTES
@@ -133,6 +135,11 @@ class OrderApp(faust.App):
         self.unknown_orders: negative.UnknownOrders  # the negative cache of lookups
         self.repo = OrderRepository(settings.pg_url, pool_size=settings.pg_pool_size)
         self._batch_producer: AIOKafkaProducer | None = None
+
+    def _new_transport(self) -> TransportT:
+        # Faust's aiokafka transport, whose consumer fetches only the partitions it asked
+        # for (consumer.py): standby copies lost changelog records otherwise.
+        return KafkaTransport(self.conf.broker_consumer, self)
 
     @property
     def batch_producer(self) -> AIOKafkaProducer:

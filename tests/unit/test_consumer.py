@@ -1,0 +1,98 @@
+"""The consumer thread fetches only the partitions Faust asked for (orderstream/consumer.py).
+
+The lost records themselves, with a real broker: tests/integration/test_consumer_fetch.py;
+on real workers: test_scale.py's standby-copies test, which failed so 3 times in 10.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+import pytest
+from aiokafka.consumer.fetcher import Fetcher
+from faust.tables import recovery
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from orderstream.app import OrderApp
+from orderstream.config import Settings
+from orderstream.consumer import Consumer, ConsumerThread, KafkaTransport
+
+
+def test_faust_behaviour_the_consumer_relies_on() -> None:
+    """Pins Faust and aiokafka internals: if one fails, re-check orderstream/consumer.py."""
+    # Faust passes its live set of unpaused partitions, which a pause empties in place...
+    wait = inspect.getsource(faust_consumer.Consumer._wait_next_records)
+    assert "active_partitions = self._get_active_partitions()" in wait
+    assert "active_partitions=active_partitions" in wait
+    pause = inspect.getsource(faust_consumer.Consumer.pause_partitions)
+    assert "self._get_active_partitions().difference_update(tpset)" in pause
+    # ...to the thread's fetch, which hands it to aiokafka as it is...
+    fetch = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread._fetch_records)
+    assert "fetcher.fetched_records(\n                    active_partitions," in fetch
+    getmany = inspect.getsource(faust_aiokafka.AIOKafkaConsumerThread.getmany)
+    assert "self._fetch_records,\n            _consumer,\n            active_partitions," in getmany
+    # ...where an empty set means every partition...
+    assert "if partitions and tp not in partitions:" in inspect.getsource(Fetcher.fetched_records)
+    # ...and a record of a paused partition is dropped, not kept for later.
+    assert "or tp in active_partitions" in inspect.getsource(faust_consumer.Consumer.getmany)
+    # The recovery pauses the recovered active partitions, then seeks the standbys and
+    # resumes them, a fetch possibly waiting all along.
+    restart = inspect.getsource(recovery.Recovery._restart_recovery.fun)
+    paused = restart.index("T(consumer.pause_partitions)(active_tps)")
+    sought = restart.index("consumer, standby_tps, standby_offsets")
+    assert paused < sought < restart.index("T(consumer.resume_partitions)(standby_tps)")
+    # The thread the consumer makes, and the transport the app makes.
+    assert "return AIOKafkaConsumerThread(self" in inspect.getsource(
+        faust_aiokafka.Consumer._new_consumer_thread
+    )
+    assert "return transport.by_url(self.conf.broker_consumer[0])(" in inspect.getsource(
+        faust.App._new_transport
+    )
+
+
+def test_the_app_consumes_through_the_transport_and_thread_above(tmp_path: Path) -> None:
+    app = OrderApp(Settings(data_dir=tmp_path))
+    assert isinstance(app.transport, KafkaTransport)
+    assert KafkaTransport.Consumer is Consumer
+    assert Consumer._new_consumer_thread is not faust_aiokafka.Consumer._new_consumer_thread
+
+
+@pytest.fixture
+def thread() -> ConsumerThread:
+    """The thread's fetch alone: constructing it starts an event loop of its own."""
+    return ConsumerThread.__new__(ConsumerThread)
+
+
+async def test_a_fetch_asks_for_the_partitions_unpaused_when_it_began(
+    thread: ConsumerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[Any] = []
+
+    async def call_thread(method: Any, consumer: Any, partitions: Any, **kwargs: Any) -> Any:
+        asked.append(partitions)
+        return {}
+
+    monkeypatch.setattr(thread, "_ensure_consumer", lambda: SimpleNamespace(_max_poll_records=10))
+    monkeypatch.setattr(thread, "call_thread", call_thread)
+    active, standby = TP("changelog", 0), TP("changelog", 1)
+    live = {active}  # Faust's set, paused in place
+
+    await thread.getmany(live, timeout=1.0)
+    live.discard(active)  # paused while the fetch waits: the fetch still asks for it alone
+    assert asked == [{active}] and asked[0] is not live
+
+    assert await thread.getmany(live, timeout=1.0) == {}  # nothing asked: nothing fetched
+    assert len(asked) == 1
+
+    live.add(standby)
+    await thread.getmany(live, timeout=1.0)
+    assert asked[1] == {standby}
+
+    await thread.getmany(None, timeout=1.0)  # a client-only app: every partition
+    assert asked[2] is None
