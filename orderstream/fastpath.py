@@ -36,11 +36,12 @@ import faust
 from faust.exceptions import KeyDecodeError, ValueDecodeError
 from faust.streams import _tracks_buffer_agen
 from faust.transport.consumer import CONSUMER_FETCHING
-from faust.transport.drivers import aiokafka as aiokafka_driver
 from faust.types import TP, AppT, ChannelT, EventT, Message
 from faust.types.tuples import ack_lock
 from mode import Service, ServiceT
 from mode.utils.times import Seconds, want_seconds
+
+from . import consumer
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ RELIED_ON = (
 YIELD_EVERY = 100
 
 
-class FastConsumer(aiokafka_driver.Consumer):
+class FastConsumer(consumer.Consumer):
     """The aiokafka consumer whose drain loop delivers a fetched message inline when it can."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -185,8 +186,9 @@ class FastConsumer(aiokafka_driver.Consumer):
             unset_flag(CONSUMER_FETCHING)
 
 
-class FastTransport(aiokafka_driver.Transport):
-    """The aiokafka transport with FastConsumer."""
+class FastTransport(consumer.KafkaTransport):
+    """The service's aiokafka transport (consumer.py: a fetch asks only for the partitions
+    unpaused when it begins) with FastConsumer."""
 
     Consumer = FastConsumer
 

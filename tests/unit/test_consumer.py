@@ -56,9 +56,14 @@ def test_faust_behaviour_the_consumer_relies_on() -> None:
     )
 
 
-def test_the_app_consumes_through_the_transport_and_thread_above(tmp_path: Path) -> None:
-    app = OrderApp(Settings(data_dir=tmp_path))
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_the_app_consumes_through_the_transport_and_thread_above(
+    tmp_path: Path, fast_path: bool
+) -> None:
+    """With FAUST_FAST_PATH on or off (fastpath.py's consumer is built on this one)."""
+    app = OrderApp(Settings(data_dir=tmp_path, faust_fast_path=fast_path))
     assert isinstance(app.transport, KafkaTransport)
+    assert issubclass(type(app.transport).Consumer, Consumer)
     assert KafkaTransport.Consumer is Consumer
     assert Consumer._new_consumer_thread is not faust_aiokafka.Consumer._new_consumer_thread
 
