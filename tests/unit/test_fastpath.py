@@ -117,7 +117,7 @@ def test_the_overrides_keep_faust_signatures() -> None:
 
 
 def test_fast_path_setting_picks_the_classes(tmp_path: Path) -> None:
-    on = create_app(Settings(data_dir=tmp_path, kafka_group_id="fp-on"))
+    on = create_app(Settings(data_dir=tmp_path, kafka_group_id="fp-on", faust_fast_path=True))
     off = create_app(Settings(data_dir=tmp_path, kafka_group_id="fp-off", faust_fast_path=False))
 
     assert type(on.transport).Consumer is fastpath.FastConsumer
