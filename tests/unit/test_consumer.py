@@ -56,6 +56,49 @@ def test_faust_behaviour_the_consumer_relies_on() -> None:
     )
 
 
+def test_faust_forgets_acked_offsets_on_a_revoke_before_it_commits() -> None:
+    """Pins why Consumer.on_partitions_revoked commits first: Faust's revoke drops the acked
+    offsets, then hands over to the app, whose wait for the streams ends with the commit."""
+    revoked = inspect.getsource(faust_consumer.Consumer.on_partitions_revoked)
+    assert revoked.index("self._acked.pop(tp, None)") < revoked.index(
+        "await T(self._on_partitions_revoked, partitions=revoked)(revoked)"
+    )
+    assert "await self.maybe_wait_for_commit_to_finish()" in inspect.getsource(
+        faust_consumer.Consumer.commit
+    )
+
+
+async def test_a_revoke_commits_the_acked_offsets_before_faust_drops_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    order: list[str] = []
+
+    class Probe(Consumer):
+        def __init__(self) -> None:  # no transport: only the revoke's order of steps
+            self._acked = {TP("t", 0): [5, 6]}
+
+        async def maybe_wait_for_commit_to_finish(self) -> bool:
+            order.append("wait for a commit under way")
+            return False
+
+        async def commit(self, *args: Any, **kwargs: Any) -> bool:
+            order.append(f"commit {self._acked}")
+            return True
+
+    async def faust_revoke(self: Any, revoked: set[TP]) -> None:
+        self._acked.clear()
+        order.append("faust's revoke")
+
+    monkeypatch.setattr(faust_consumer.Consumer, "on_partitions_revoked", faust_revoke)
+    await Probe().on_partitions_revoked({TP("t", 0)})
+
+    assert order == [
+        "wait for a commit under way",
+        "commit {TP(topic='t', partition=0): [5, 6]}",
+        "faust's revoke",
+    ]
+
+
 @pytest.mark.parametrize("fast_path", [True, False])
 def test_the_app_consumes_through_the_transport_and_thread_above(
     tmp_path: Path, fast_path: bool

@@ -236,7 +236,9 @@ async def test_noack_take_yields_queued_events_in_batches_in_order(app: faust.Ap
     assert set(app.consumer.unacked) == set(messages)  # tracked, not acked
 
 
-async def test_noack_take_acks_and_skips_events_of_a_past_generation(app: faust.App) -> None:
+async def test_noack_take_skips_events_of_a_past_generation_without_acking_them(
+    app: faust.App,
+) -> None:
     channel = await subscribe(app)
     stale = await fill(app, channel, range(2), generation=0)
     app.consumer_generation_id = 1
@@ -246,7 +248,44 @@ async def test_noack_take_acks_and_skips_events_of_a_past_generation(app: faust.
         assert [event.message.offset for event in batch] == [2, 3]
         break
 
-    assert all(m.acked for m in stale)
+    # Not acked: acked, their offsets would be committed though nothing processed them.
+    consumer: Any = app.consumer
+    assert not any(m.acked for m in stale)
+    assert consumer._acked[TP0] == []
+
+
+async def test_an_event_taken_as_a_rebalance_begins_is_neither_handed_on_nor_committed(
+    app: faust.App,
+) -> None:
+    """The race test_scale met: the stream waits on an empty queue, a message is delivered
+    (waking it), and a rebalance suspends flow before the stream runs. The event must not be
+    handed on, and must not become safe to commit: the revoke's commit would skip it."""
+    channel = await subscribe(app)
+    stream = app.stream(channel)
+    consumer: Any = app.consumer
+    batches: list[list[int]] = []
+
+    async def take() -> None:
+        async for batch in stream.noack_take(10, within=0.05):
+            batches.append([event.message.offset for event in batch])
+
+    taking = asyncio.ensure_future(take())
+    await asyncio.sleep(0.01)  # waiting on the empty queue
+    (raced,) = await fill(app, channel, range(5, 6))
+    app.flow_control.suspend()  # the revoke, before the woken stream runs
+    await asyncio.sleep(0.1)
+
+    assert batches == []
+    assert not raced.acked and raced not in consumer.unacked
+    assert consumer._new_offset(TP0) is None  # nothing to commit
+
+    # After the rebalance the partition is read again from its committed offset.
+    app.flow_control.resume()
+    app.consumer_generation_id += 1
+    await fill(app, channel, range(5, 6), generation=app.consumer_generation_id)
+    await asyncio.sleep(0.1)
+    taking.cancel()
+    assert batches == [[5]]
 
 
 async def test_noack_take_hands_on_its_buffer_then_raises_a_queued_error(
