@@ -2,7 +2,7 @@
 
 `faust -A bench.lab.faust_floor_app worker` with FLOOR_TOPIC, FLOOR_ORDERS, FLOOR_GROUP,
 FLOOR_DATA_DIR, FLOOR_RESULT, KAFKA_BROKERS, BATCH_SIZE, and FLOOR_FAST_PATH (1: with
-orderstream/fastpath.py installed, as the service by default; 0: stock Faust) and
+orderstream/fastpath.py installed, as FAUST_FAST_PATH=true; 0: stock Faust, the default) and
 FLOOR_CYTHON_OPTIMIZATIONS (1: Faust's `cython_optimizations` setting on). It consumes the
 topic the way the service's agent does (the same serializers, `noack_take` batches, acks by
 hand, the same garbage-collector setting) and writes `{"seconds": ..., "orders_per_s": ...}`
