@@ -293,7 +293,7 @@ class Settings:
     batch_size: int = 500
     batch_wait: float = 0.2
     # Faust with orderstream/fastpath.py (False: stock Faust's per-message path).
-    faust_fast_path: bool = False
+    faust_fast_path: bool = True
     pg_pool_size: int = 4
     # Connections one batch is written on at once, split by partition (agents.py): 1, or fewer
     # than pg_pool_size so lookups keep a connection while a batch is written.

@@ -54,8 +54,8 @@ def test_cache_enabled_words(raw: str, expected: bool) -> None:
     assert Settings.from_env({"CACHE_ENABLED": raw}).cache_enabled is expected
 
 
-@pytest.mark.parametrize("raw, expected", [("", False), ("1", True), ("0", False), ("off", False)])
-def test_faust_fast_path_is_off_unless_turned_on(raw: str, expected: bool) -> None:
+@pytest.mark.parametrize("raw, expected", [("", True), ("1", True), ("0", False), ("off", False)])
+def test_faust_fast_path_is_on_unless_turned_off(raw: str, expected: bool) -> None:
     assert Settings.from_env({"FAUST_FAST_PATH": raw}).faust_fast_path is expected
 
 

@@ -1,4 +1,5 @@
-"""The consumer thread fetches only the partitions Faust asked for (orderstream/consumer.py).
+"""The consumer thread fetches only the partitions Faust asked for, a revoke commits first,
+and a seek holds the stream partitions until flow resumes (orderstream/consumer.py).
 
 The lost records themselves, with a real broker: tests/integration/test_consumer_fetch.py;
 on real workers: test_scale.py's standby-copies test, which failed so 3 times in 10.
@@ -6,7 +7,9 @@ on real workers: test_scale.py's standby-copies test, which failed so 3 times in
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +21,7 @@ from faust.tables import recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode.utils.queues import FlowControlEvent
 
 from orderstream.app import OrderApp
 from orderstream.config import Settings
@@ -144,3 +148,139 @@ async def test_a_fetch_asks_for_the_partitions_unpaused_when_it_began(
 
     await thread.getmany(None, timeout=1.0)  # a client-only app: every partition
     assert asked[2] is None
+
+
+def test_faust_seeks_the_stream_partitions_before_it_empties_the_queues() -> None:
+    """Pins why Consumer.perform_seek holds the stream partitions until resume_flow: at the
+    end of a rebalance Faust resumes them, seeks, and only then empties the agents' queues."""
+    for ending in (recovery.Recovery.on_recovery_completed, recovery.Recovery._resume_streams):
+        source = inspect.getsource(ending)
+        steps = ["resume_partitions(", "perform_seek()", "flow_control.resume()", "resume_flow()"]
+        at = [source.index(step) for step in steps]
+        assert at == sorted(at), ending
+    assert "self.clear()" in inspect.getsource(FlowControlEvent.resume)
+    # A record is delivered only for a partition in the live active set or buffered...
+    getmany = inspect.getsource(faust_consumer.Consumer.getmany)
+    assert (
+        "or tp in active_partitions\n                    or tp in self._buffered_partitions"
+        in getmany
+    )
+    # ...and a seek resets the read offset the drain loop measures gaps from.
+    assert "read_offset.update(" in inspect.getsource(faust_consumer.Consumer.perform_seek)
+    assert "active_partitions.add(tp)" in inspect.getsource(faust_consumer.Consumer.on_buffer_drop)
+
+
+STREAM = TP("orders", 0), TP("orders", 1)
+CHANGELOG = TP("group-order-cache-changelog", 0)
+
+
+class HoldProbe(Consumer):
+    """The consumer's partition bookkeeping, with a thread that records seeks."""
+
+    log = SimpleNamespace(dev=lambda *args: None)
+
+    def __init__(self) -> None:  # no transport: only the hold and its release
+        self.app = SimpleNamespace(
+            topics=SimpleNamespace(acking_topics={"orders"}),
+            consumer_generation_id=1,
+            in_recovery=False,
+        )
+        self.sought: list[tuple[TP, int | None]] = []
+        self._thread = SimpleNamespace(
+            assignment=lambda: {*STREAM, CHANGELOG},
+            seek=lambda tp, offset: self.sought.append((tp, offset)),
+            earliest_offsets=self._earliest_offsets,
+        )
+        self._active_partitions = {*STREAM, CHANGELOG}
+        self._paused_partitions: set[TP] = set()
+        self._buffered_partitions: set[TP] = set()
+        self._committed_offset = defaultdict(lambda: None)
+        self._read_offset = defaultdict(lambda: None)
+        self.held = set()
+        self._releasing = None
+        self.flow_active = False
+        self.can_resume_flow = asyncio.Event()
+        self.suspend_flow = asyncio.Event()
+
+    async def _earliest_offsets(self, *tps: TP) -> dict[TP, int]:
+        return {tp: 2 for tp in tps}  # the log starts at 2: older records were deleted
+
+
+async def test_a_seek_holds_the_stream_partitions_until_flow_resumes_and_seeks_them_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probe = HoldProbe()
+    active_while_seeking: list[set[TP]] = []
+
+    async def faust_seek(self: Any) -> None:
+        active_while_seeking.append(set(self._active_partitions))
+        self._committed_offset[STREAM[0]] = 5  # partition 1 was never committed
+        self._read_offset.update({STREAM[0]: 5, STREAM[1]: None})
+
+    monkeypatch.setattr(faust_consumer.Consumer, "perform_seek", faust_seek)
+    await probe.perform_seek()
+    # From the seek until flow resumes, only the changelog partition fetches and delivers.
+    assert active_while_seeking == [{CHANGELOG}]
+    assert probe.held == set(STREAM) and probe._active_partitions == {CHANGELOG}
+    probe.on_buffer_full(STREAM[0])
+    probe.on_buffer_drop(STREAM[0])  # a queue draining does not make it active again
+    assert probe._active_partitions == {CHANGELOG} and not probe._buffered_partitions
+
+    # Records they fetched meanwhile were skipped, and what they queued is emptied with
+    # the queues: both are read again from the committed offset (or the start).
+    probe._committed_offset[STREAM[0]] = 7  # a commit since the seek
+    probe._read_offset[STREAM[0]] = 40
+    probe.resume_flow()
+    assert probe._releasing is not None
+    await probe._releasing
+    assert sorted(probe.sought) == [(STREAM[0], 7), (STREAM[1], 2)]
+    assert probe._read_offset[STREAM[0]] == 7 and probe._read_offset[STREAM[1]] == 2
+    assert probe._active_partitions == {*STREAM, CHANGELOG} and not probe.held
+
+
+async def test_a_held_partition_paused_or_caught_by_a_rebalance_stays_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probe = HoldProbe()
+    probe.hold(set(STREAM))
+    probe._paused_partitions.add(STREAM[1])  # paused since: not fetched on release
+    probe.resume_flow()
+    await probe._releasing
+    assert probe._active_partitions == {STREAM[0], CHANGELOG} and not probe.held
+
+    # One revoked since it was held is dropped; the others are released.
+    probe.hold({*STREAM, TP("orders", 9)})
+    probe._paused_partitions.clear()
+    probe.resume_flow()
+    await probe._releasing
+    assert probe._active_partitions == {*STREAM, CHANGELOG} and not probe.held
+
+    probe.hold(set(STREAM))
+
+    def seek_in_a_new_generation(tp: TP, offset: int) -> None:
+        probe.app.consumer_generation_id += 1
+
+    probe._committed_offset.update({STREAM[0]: 3, STREAM[1]: 3})
+    probe._thread.seek = seek_in_a_new_generation
+    probe.resume_flow()
+    await probe._releasing
+    assert probe.held == set(STREAM) and probe._active_partitions == {CHANGELOG}
+
+    # The new generation's resume releases them, even with a release still under way.
+    slow = asyncio.Event()
+
+    async def earliest_slowly(*tps: TP) -> dict[TP, int]:
+        await slow.wait()
+        return {}
+
+    probe._thread.seek = lambda tp, offset: None
+    probe._committed_offset[STREAM[0]] = None
+    probe._thread.earliest_offsets = earliest_slowly
+    probe.resume_flow()
+    stalled = probe._releasing
+    await asyncio.sleep(0)
+    probe._committed_offset[STREAM[0]] = 3
+    probe.resume_flow()
+    await probe._releasing
+    assert stalled is not None and stalled.cancelled()
+    assert probe._active_partitions == {*STREAM, CHANGELOG} and not probe.held
