@@ -1,8 +1,8 @@
 """PostgreSQL restarted and its backends killed under a running worker: pause, never die.
 
 The worker's database is one of this test's own (tests/private_stack.py), so the faults
-touch nothing else. Lookups go on throughout: each answers 200, or 503 with a JSON body,
-never a 500 or a text page.
+touch nothing else. Lookups and the panel's recent orders are asked for throughout: each
+answers 200, or 503 with a JSON body, never a 500 or a text page.
 """
 
 from __future__ import annotations
@@ -27,25 +27,31 @@ LOOKUP_INTERVAL = 0.01
 
 
 class Lookups:
-    """Looks orders up, from the cache and from the database, until stopped; keeps the answers."""
+    """Looks orders up, from the cache and from the database, and asks for the panel's recent
+    orders (always PostgreSQL), until stopped; keeps the answers of each."""
 
     def __init__(self, http: aiohttp.ClientSession, worker: Worker, uids: list[str]) -> None:
         self.http, self.worker, self.uids = http, worker, uids
         self.answers: list[tuple[int, str, Any]] = []
+        self.recent: list[tuple[int, str, Any]] = []
         self._task = asyncio.create_task(self._run())
+
+    async def _ask(self, path: str, answers: list[tuple[int, str, Any]]) -> None:
+        async with self.http.get(f"{self.worker.url}{path}") as reply:
+            body = (
+                await reply.json()
+                if reply.content_type == "application/json"
+                else await reply.text()
+            )
+            answers.append((reply.status, reply.content_type, body))
+        await asyncio.sleep(LOOKUP_INTERVAL)
 
     async def _run(self) -> None:
         while True:
             for uid in self.uids:
                 for query in ("", "?nocache=1"):
-                    async with self.http.get(f"{self.worker.url}/order/{uid}{query}") as reply:
-                        body = (
-                            await reply.json()
-                            if reply.content_type == "application/json"
-                            else await reply.text()
-                        )
-                        self.answers.append((reply.status, reply.content_type, body))
-                    await asyncio.sleep(LOOKUP_INTERVAL)
+                    await self._ask(f"/order/{uid}{query}", self.answers)
+                await self._ask("/api/orders/recent?limit=3", self.recent)
 
     async def stop(self) -> None:
         self._task.cancel()
@@ -62,7 +68,7 @@ async def survive(
     http: aiohttp.ClientSession,
     database: PrivateStack,
     seed: int,
-) -> None:
+) -> Lookups:
     """Ingest and look up while ``fault`` runs; then check nothing was lost and nobody died."""
     worker = await start_worker(PG_URL=database.pg_url, DB_RETRY_MAX="0.5")
     topic = pipeline_env["KAFKA_TOPIC"]
@@ -94,14 +100,19 @@ async def survive(
         "items": sum(len(o.items) for o in orders),
     }
 
-    statuses = {(status, content_type) for status, content_type, _ in lookups.answers}
-    assert statuses <= {(200, "application/json"), (503, "application/json")}, [
-        a for a in lookups.answers if a[0] not in (200, 503)
-    ][:3]
-    unavailable = [body for status, _, body in lookups.answers if status == 503]
-    assert unavailable, "no lookup met the fault: the test proved nothing"
-    assert all(body["error"] == "database unavailable" for body in unavailable)
+    for answers in (lookups.answers, lookups.recent):
+        statuses = {(status, content_type) for status, content_type, _ in answers}
+        assert statuses <= {(200, "application/json"), (503, "application/json")}, [
+            a for a in answers if a[0] not in (200, 503)
+        ][:3]
+        unavailable = [body for status, _, body in answers if status == 503]
+        assert all(body["error"] == "database unavailable" for body in unavailable)
+    assert any(status == 503 for status, _, _ in lookups.answers), (
+        "no lookup met the fault: the test proved nothing"
+    )
+    assert any(status == 200 for status, _, _ in lookups.recent), "recent orders never answered"
     assert "Traceback" not in worker.log()
+    return lookups
 
 
 async def test_postgresql_restarted_five_times_during_ingest_and_lookups(
@@ -118,7 +129,7 @@ async def test_postgresql_restarted_five_times_during_ingest_and_lookups(
             await asyncio.to_thread(own_database.pg_up)
             await asyncio.sleep(1.0)
 
-    await survive(
+    lookups = await survive(
         restart_five_times,
         start_worker=start_worker,
         pipeline_env=pipeline_env,
@@ -127,6 +138,8 @@ async def test_postgresql_restarted_five_times_during_ingest_and_lookups(
         database=own_database,
         seed=41,
     )
+    # The panel's recent orders always read PostgreSQL: while it is down they answer 503.
+    assert any(status == 503 for status, _, _ in lookups.recent), lookups.recent[-3:]
 
 
 async def test_postgresql_backends_killed_during_ingest_and_lookups(
