@@ -238,9 +238,7 @@ async def test_a_seek_holds_the_stream_partitions_until_flow_resumes_and_seeks_t
     assert probe._active_partitions == {*STREAM, CHANGELOG} and not probe.held
 
 
-async def test_a_held_partition_paused_or_caught_by_a_rebalance_stays_out(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_held_partition_paused_or_caught_by_a_rebalance_stays_out() -> None:
     probe = HoldProbe()
     probe.hold(set(STREAM))
     probe._paused_partitions.add(STREAM[1])  # paused since: not fetched on release
