@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from harness import Worker, eventually
@@ -25,6 +24,7 @@ from orderstream.order.partitioning import partition_of
 from orderstream.order.records import Order, encode_order, order_from_dict
 
 from .test_pipeline import lookup, publish, served_from, wait_stored
+from .test_scale import settled_assignment
 
 PARTITIONS = 4
 
@@ -74,25 +74,6 @@ async def test_a_cache_update_older_than_the_cached_entry_is_ignored(
     assert (status, headers["X-Source"], body) == (200, "cache", encode_order(newer))
 
 
-async def owner_of(
-    http: aiohttp.ClientSession, workers: list[Worker], partition: int, topic: str
-) -> Worker:
-    """The worker whose /ready says it holds ``partition`` of ``topic``."""
-
-    async def find() -> Any:
-        for worker in workers:
-            async with http.get(f"{worker.url}/ready") as reply:
-                detail = (await reply.json())["checks"]["kafka_assignment"]["detail"]
-            if f"{topic} partitions" in detail and partition in orjson.loads(
-                detail.split(" partitions ")[1]
-            ):
-                return worker
-        return None
-
-    found: Worker = await eventually(find, timeout=60, what=f"the owner of partition {partition}")
-    return found
-
-
 async def test_a_worker_stopped_past_its_session_writes_late_and_the_later_version_wins(
     start_worker: Any,
     pipeline_env: dict[str, str],
@@ -113,7 +94,10 @@ async def test_a_worker_stopped_past_its_session_writes_late_and_the_later_versi
     )
     first, second, third = versions(order_dict, uid, 3)
     blocker, blocker_again = versions(order_dict, blocker_uid, 2)
-    stalled = await owner_of(http, workers, partition, topic)
+    # Both in one generation first: a rebalance still to come would revoke the partition
+    # mid-test, and its revoke would wait on the batch the row lock holds up.
+    owners = await settled_assignment(http, workers, partitions=PARTITIONS)
+    stalled = next(worker for worker in workers if partition in owners[worker.url])
     survivor = next(worker for worker in workers if worker is not stalled)
     assert stalled.process is not None
 

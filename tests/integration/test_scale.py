@@ -93,17 +93,20 @@ async def assignment(http: aiohttp.ClientSession, worker: Worker) -> Assignment 
 
 
 async def settled_assignment(
-    http: aiohttp.ClientSession, workers: Sequence[Worker], timeout: float = 90
+    http: aiohttp.ClientSession,
+    workers: Sequence[Worker],
+    timeout: float = 90,
+    partitions: int = PARTITIONS,
 ) -> dict[str, frozenset[int]]:
-    """Wait until every worker is ready in one generation and the partitions are split among
-    them, each partition to one worker; return each worker's URL and partitions."""
+    """Wait until every worker is ready in one generation and the ``partitions`` are split
+    among them, each partition to one worker; return each worker's URL and partitions."""
 
     async def settled() -> dict[str, frozenset[int]] | None:
         found = await asyncio.gather(*(assignment(http, w) for w in workers))
         if any(a is None for a in found) or len({a.generation for a in found}) != 1:
             return None
         owned = [a.partitions for a in found]
-        if sorted(p for ps in owned for p in ps) != list(range(PARTITIONS)):
+        if sorted(p for ps in owned for p in ps) != list(range(partitions)):
             return None
         return {w.url: a.partitions for w, a in zip(workers, found, strict=True)}
 
